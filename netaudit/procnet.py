@@ -1,0 +1,44 @@
+"""Fallback listener source: /proc/<pid>/net/tcp and tcp6, which show the namespace of <pid>.
+
+Used where sock_diag cannot be taken inside a namespace (not root: setns needs
+CAP_SYS_ADMIN). These files carry neither the backlog nor IPV6_V6ONLY, and they list every
+TCP socket, so they cost time in proportion to established connections too.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+
+from netaudit.models import Family
+
+_LISTEN = "0A"  # TCP_LISTEN (10) as the kernel prints it
+
+
+def _decode_address(hex_address: str) -> tuple[Family, str]:
+    # The kernel prints each 32-bit word of the address as a host-order integer (%08X):
+    # packing those integers in host order gives back the bytes as they sat in memory.
+    if len(hex_address) not in (8, 32):
+        raise ValueError(hex_address)
+    memory = b"".join(
+        struct.pack("=I", int(hex_address[i : i + 8], 16)) for i in range(0, len(hex_address), 8)
+    )
+    if len(memory) == 4:
+        return Family.IPV4, socket.inet_ntop(socket.AF_INET, memory)
+    return Family.IPV6, socket.inet_ntop(socket.AF_INET6, memory)
+
+
+def parse(text: str) -> list[tuple[Family, str, int, int, int]]:
+    """Listening rows of one tcp/tcp6 file: (family, address, port, uid, inode)."""
+    rows = []
+    for line in text.splitlines()[1:]:
+        fields = line.split()
+        if len(fields) < 10 or fields[3] != _LISTEN:
+            continue
+        address_hex, _, port_hex = fields[1].partition(":")
+        try:
+            family, address = _decode_address(address_hex)
+            rows.append((family, address, int(port_hex, 16), int(fields[7]), int(fields[9])))
+        except ValueError:
+            continue  # a line we do not understand is skipped, never fatal
+    return rows
