@@ -39,9 +39,15 @@ def scan(wanted: set[int], proc: str = "/proc") -> FdScan:
         except OSError:
             continue  # exited, or a kernel thread: nothing to map
         pid = int(name)
+        is_denied = False
         for fd in fds:
             try:
                 link = os.readlink(f"{fd_dir}/{fd}")
+            except PermissionError:
+                # The directory listed but its links are denied: a process more privileged
+                # than us (ptrace access mode check), even as root.
+                is_denied = True
+                break
             except OSError:
                 continue  # closed while we looked
             # "socket:[12345]"
@@ -51,4 +57,5 @@ def scan(wanted: set[int], proc: str = "/proc") -> FdScan:
                     holders = owners.setdefault(inode, [])
                     if not holders or holders[-1] != pid:
                         holders.append(pid)
+        unreadable += is_denied
     return FdScan({inode: tuple(sorted(pids)) for inode, pids in owners.items()}, unreadable)

@@ -217,7 +217,11 @@ class Listener:
 
     @property
     def endpoint(self) -> str:
-        return f"[{self.address}]:{self.port}" if self.family is Family.IPV6 else f"{self.address}:{self.port}"
+        return (
+            f"[{self.address}]:{self.port}"
+            if self.family is Family.IPV6
+            else f"{self.address}:{self.port}"
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,312 @@
+"""Collect a node's Inventory: every listening TCP socket in every network namespace, its
+processes, what it is (signatures) and where it answers (static hints).
+
+Sources, best first, per namespace:
+1. sock_diag taken inside the namespace (setns): backlog, v6only, cheap with many
+   established connections;
+2. /proc/<pid>/net/tcp{,6} of a process of that namespace, when it cannot be entered (not
+   root): backlog and v6only unknown, and IPv4 addresses unknown. The gap is recorded.
+psutil's socket listing sees only the caller's namespace, so it is not a source.
+
+Without root this degrades: other users' fd tables are unreadable (pid None), foreign
+namespaces are read from procfs. Every such loss is one sentence in ``Inventory.gaps``.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+
+from netaudit import __version__, bindscope, classify, exposure, fdscan, netlink, netns, procnet
+from netaudit.models import (
+    BindScope,
+    Family,
+    InterfaceAddress,
+    Inventory,
+    Listener,
+    ListenerSource,
+    NetNamespace,
+    Privilege,
+)
+from netaudit.procinfo import FactsCache, ProcessGone
+from netaudit.signatures import Signature
+
+
+@dataclass(slots=True)
+class _NamespaceRead:
+    entry: netns.NamespaceEntry
+    source: ListenerSource | None
+    listeners: list[Listener]
+    interfaces: list[InterfaceAddress] | None
+    somaxconn: int | None
+    bindv6only: bool
+    gaps: list[str]
+
+
+def _read_sysctl(path: str) -> int | None:
+    try:
+        with open(path, encoding="ascii") as handle:
+            return int(handle.read().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def _from_netlink(entry: netns.NamespaceEntry) -> _NamespaceRead:
+    records = netlink.listening_tcp()
+    listeners = [
+        Listener(
+            netns=entry.inode,
+            family=record.family,
+            address=record.address,
+            port=record.port,
+            inode=record.inode,
+            source=ListenerSource.NETLINK,
+            v6only=record.v6only,
+            backlog=record.backlog,
+            uid=record.uid,
+            pid=None,
+            pids=(),
+            process=None,
+        )
+        for record in records
+    ]
+    return _NamespaceRead(
+        entry=entry,
+        source=ListenerSource.NETLINK,
+        listeners=listeners,
+        interfaces=netlink.interface_addresses(),
+        # Both sysctls are per network namespace; /proc/sys/net resolves against the
+        # namespace of the reading thread, which is the entered one here.
+        somaxconn=_read_sysctl("/proc/sys/net/core/somaxconn"),
+        bindv6only=_read_sysctl("/proc/sys/net/ipv6/bindv6only") == 1,
+        gaps=[],
+    )
+
+
+def _ipv6_addresses_from_proc(pid: int, proc: str) -> list[InterfaceAddress]:
+    """/proc/<pid>/net/if_inet6: address, ifindex, prefix, scope, flags, name."""
+    found = []
+    with open(f"{proc}/{pid}/net/if_inet6", encoding="ascii") as handle:
+        for line in handle:
+            fields = line.split()
+            if len(fields) != 6:
+                continue
+            text = socket.inet_ntop(socket.AF_INET6, bytes.fromhex(fields[0]))
+            scope = int(fields[3], 16)
+            found.append(
+                InterfaceAddress(
+                    name=fields[5],
+                    family=Family.IPV6,
+                    address=text,
+                    prefix=int(fields[2], 16),
+                    is_loopback=scope == 0x10,  # IPV6_ADDR_LOOPBACK
+                    is_link_local=scope == 0x20,  # IPV6_ADDR_LINKLOCAL
+                )
+            )
+    return found
+
+
+def _from_procfs(entry: netns.NamespaceEntry, reason: str, proc: str) -> _NamespaceRead:
+    label = f"network namespace {entry.inode}"
+    gaps = [
+        f"{label}: not entered ({reason}); listeners read from procfs, backlog and v6only unknown"
+    ]
+    listeners: list[Listener] = []
+    interfaces: list[InterfaceAddress] | None = None
+    for pid in entry.pids:
+        try:
+            rows = []
+            for name in ("tcp", "tcp6"):
+                with open(f"{proc}/{pid}/net/{name}", encoding="ascii") as handle:
+                    rows += procnet.parse(handle.read())
+        except OSError:
+            continue  # that process left; try the next one of the namespace
+        listeners = [
+            Listener(
+                netns=entry.inode,
+                family=family,
+                address=address,
+                port=port,
+                inode=inode,
+                source=ListenerSource.PROCFS,
+                v6only=None,
+                backlog=None,
+                uid=uid,
+                pid=None,
+                pids=(),
+                process=None,
+            )
+            for family, address, port, uid, inode in rows
+        ]
+        try:
+            interfaces = _ipv6_addresses_from_proc(pid, proc)
+            gaps.append(f"{label}: IPv4 addresses unknown (they need netlink inside it)")
+        except OSError:
+            interfaces = None
+        break
+    else:
+        gaps = [f"{label}: not readable ({reason}) and no process of it is visible"]
+        return _NamespaceRead(entry, None, [], None, None, False, gaps)
+    if interfaces is None:
+        gaps.append(f"{label}: interface addresses unknown")
+    return _NamespaceRead(entry, ListenerSource.PROCFS, listeners, interfaces, None, False, gaps)
+
+
+def _read_namespace(entry: netns.NamespaceEntry, own: int, proc: str) -> _NamespaceRead:
+    if entry.inode == own:
+        return _from_netlink(entry)
+    try:
+        with netns.entered(entry):
+            return _from_netlink(entry)
+    except PermissionError:
+        return _from_procfs(entry, "not root: entering needs CAP_SYS_ADMIN", proc)
+    except netns.NamespaceError as error:
+        return _from_procfs(entry, str(error), proc)
+    except OSError as error:
+        return _from_procfs(entry, f"netlink failed: {error}", proc)
+
+
+def _primary_pid(holders: tuple[int, ...], facts: FactsCache) -> int:
+    """The holder that is no other holder's child: the process that created the socket and
+    forked the rest (a DataLoader worker inherits its parent's listening socket)."""
+    if len(holders) == 1:
+        return holders[0]
+    members = set(holders)
+    for pid in holders:
+        try:
+            parent = facts.get(pid).ppid
+        except ProcessGone:
+            continue
+        if parent not in members:
+            return pid
+    return holders[0]
+
+
+def _library_patterns(signatures: Sequence[Signature]) -> tuple[str, ...]:
+    patterns: dict[str, None] = {}
+    for signature in signatures:
+        for rule in signature.rules:
+            for predicates in (rule.when, *rule.any_of):
+                for pattern in predicates.libraries or ():
+                    patterns.setdefault(pattern, None)
+    return tuple(patterns)
+
+
+def collect(
+    signatures: Sequence[Signature],
+    intended: Sequence[exposure.Network] = (),
+    proc: str = "/proc",
+    host: str | None = None,
+) -> Inventory:
+    """One truthful inventory of this node. Never raises for what it cannot see: that goes
+    into ``gaps``."""
+    collected_at = datetime.now(UTC)
+    is_root = os.geteuid() == 0
+    gaps: list[str] = []
+    discovery = netns.discover(proc)
+    denied = "not root" if not is_root else "denied to root: more privileged processes"
+    if discovery.unreadable_pids:
+        gaps.append(
+            f"{discovery.unreadable_pids} processes' network namespaces unreadable ({denied}): "
+            "namespaces only they use are missing"
+        )
+    reads = [
+        _read_namespace(entry, discovery.own_inode, proc)
+        for _inode, entry in sorted(
+            discovery.namespaces.items(), key=lambda item: (item[0] != discovery.own_inode, item[0])
+        )
+    ]
+    can_enter = all(read.source is ListenerSource.NETLINK for read in reads)
+    for read in reads:
+        gaps.extend(read.gaps)
+
+    raw: list[Listener] = [listener for read in reads for listener in read.listeners]
+    scan = fdscan.scan({listener.inode for listener in raw}, proc)
+    if scan.unreadable_pids:
+        gaps.append(
+            f"{scan.unreadable_pids} processes' file descriptors unreadable ({denied}): "
+            "their listeners show no pid"
+        )
+    facts = FactsCache(proc)
+    attributed: list[Listener] = []
+    for listener in raw:
+        holders = scan.owners.get(listener.inode, ())
+        primary = _primary_pid(holders, facts) if holders else None
+        attributed.append(replace(listener, pid=primary, pids=holders))
+    attributed.sort(key=lambda item: (item.netns, item.port, item.family, item.address, item.inode))
+
+    read_by_ns = {read.entry.inode: read for read in reads}
+    scopes = {
+        index: bindscope.scope_of(
+            listener.family,
+            listener.address,
+            listener.v6only,
+            read_by_ns[listener.netns].bindv6only,
+        )
+        for index, listener in enumerate(attributed)
+    }
+    context = classify.ListenerContext(
+        scope_by_index=scopes,
+        somaxconn_by_netns={read.entry.inode: read.somaxconn for read in reads},
+    )
+    owner_facts = {item.pid: facts.get(item.pid) for item in attributed if item.pid is not None}
+    classifications, vanished = classify.classify(attributed, signatures, owner_facts, context)
+
+    patterns = _library_patterns(signatures)
+    infos = {}
+    for pid in sorted(owner_facts):
+        if pid in vanished:
+            continue
+        try:
+            infos[pid] = owner_facts[pid].to_info(patterns)
+        except ProcessGone:
+            vanished.add(pid)
+    incomplete = sorted(pid for pid, info in infos.items() if not info.is_complete)
+    if incomplete:
+        gaps.append(
+            f"facts of {len(incomplete)} processes partly unreadable (pids {incomplete[:10]})"
+        )
+
+    listeners: list[Listener] = []
+    for index, listener in enumerate(attributed):
+        if listener.pid in vanished:
+            continue  # the process exited while we read it: gone, not an error
+        read = read_by_ns[listener.netns]
+        scope: BindScope = scopes[index]
+        listeners.append(
+            replace(
+                listener,
+                process=infos.get(listener.pid) if listener.pid is not None else None,
+                classification=classifications.get(index),
+                exposure=exposure.hint(listener, scope, read.interfaces, intended),
+            )
+        )
+
+    namespaces = tuple(
+        NetNamespace(
+            inode=read.entry.inode,
+            is_probe_namespace=read.entry.inode == discovery.own_inode,
+            names=tuple(read.entry.names),
+            pids=len(read.entry.pids),
+            source=read.source,
+            interfaces=tuple(read.interfaces or ()),
+        )
+        for read in reads
+    )
+    return Inventory(
+        host=host or socket.gethostname(),
+        collected_at=collected_at,
+        netaudit_version=__version__,
+        privilege=Privilege(
+            is_root=is_root,
+            can_enter_namespaces=can_enter,
+            can_read_all_processes=scan.unreadable_pids == 0 and discovery.unreadable_pids == 0,
+        ),
+        intended_subnets=tuple(str(net) for net in intended),
+        namespaces=namespaces,
+        listeners=tuple(listeners),
+        gaps=tuple(gaps),
+    )

@@ -1,0 +1,259 @@
+"""Facts about the processes that own listeners, read lazily and safely.
+
+psutil is the translator for the privilege boundary (name, user, parent): AccessDenied and
+NoSuchProcess come back as "unknown" or "gone", never as an exception. The facts psutil does
+not offer (thread names, mapped libraries, cgroup, network namespace, children) are read from
+/proc directly with bounded reads (netaudit.safeio).
+
+Each fact is read only when classification asks for it: most listeners on a node belong to
+sshd or a web server and are settled by the first cheap check.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections import Counter
+from fnmatch import fnmatchcase
+from functools import cached_property
+
+import psutil
+
+from netaudit import environ, jobid, safeio
+from netaudit.models import ProcessInfo
+from netaudit.redact import redact_argv
+
+_ENVIRON_LIMIT = 1 << 20  # a job's environment is KBs; 1 MiB covers pathological ones
+_CMDLINE_LIMIT = 1 << 17
+_MAPS_LIMIT = 32 << 20  # a CUDA torch process maps thousands of regions
+_SMALL_LIMIT = 1 << 16
+_VERSION_FILE_LIMIT = 1 << 16
+_TORCH_LIB = re.compile(r"^(?P<torch>/.+/torch)/lib/libtorch[^/]*\.so[^/]*$")
+_VERSION_LINE = re.compile(r"""^__version__\s*=\s*['"](?P<v>[0-9A-Za-z.+_-]{1,64})['"]\s*$""", re.M)
+
+
+class ProcessGone(Exception):
+    """The process exited while we read it: not an error, it simply is not there."""
+
+
+class ProcessFacts:
+    """Lazily read facts about one pid. ``is_complete`` turns False when a fact was denied."""
+
+    def __init__(self, pid: int, cache: FactsCache) -> None:
+        self.pid = pid
+        self._cache = cache
+        self._proc = f"{cache.proc}/{pid}"
+        self.is_complete = True
+        self._psutil: psutil.Process | None = None
+
+    def _read(self, name: str, limit: int) -> bytes | None:
+        try:
+            return safeio.read_proc(f"{self._proc}/{name}", limit)
+        except (FileNotFoundError, ProcessLookupError) as gone:
+            raise ProcessGone(self.pid) from gone
+        except OSError:
+            self.is_complete = False
+            return None
+
+    def _process(self) -> psutil.Process:
+        if self._psutil is None:
+            try:
+                self._psutil = psutil.Process(self.pid)
+            except psutil.NoSuchProcess as gone:
+                raise ProcessGone(self.pid) from gone
+        return self._psutil
+
+    @cached_property
+    def comm(self) -> str:
+        raw = self._read("comm", 64)
+        return raw.decode("utf-8", "replace").rstrip("\n") if raw is not None else "?"
+
+    @cached_property
+    def cmdline(self) -> tuple[str, ...]:
+        raw = self._read("cmdline", _CMDLINE_LIMIT)
+        if not raw:
+            return ()
+        parts = raw.rstrip(b"\0").split(b"\0")
+        return redact_argv([part.decode("utf-8", "replace") for part in parts])
+
+    @cached_property
+    def ppid(self) -> int | None:
+        try:
+            return int(self._process().ppid())
+        except psutil.NoSuchProcess as gone:
+            raise ProcessGone(self.pid) from gone
+        except psutil.Error:
+            self.is_complete = False
+            return None
+
+    @cached_property
+    def uid_user(self) -> tuple[int | None, str | None]:
+        try:
+            process = self._process()
+            uid = int(process.uids().real)
+            return uid, str(process.username())
+        except psutil.NoSuchProcess as gone:
+            raise ProcessGone(self.pid) from gone
+        except psutil.Error:
+            self.is_complete = False
+            return None, None
+
+    @cached_property
+    def environment(self) -> dict[str, str]:
+        raw = self._read("environ", _ENVIRON_LIMIT)
+        return environ.parse(raw) if raw else {}
+
+    @cached_property
+    def threads(self) -> Counter[str]:
+        names: Counter[str] = Counter()
+        try:
+            tids = os.listdir(f"{self._proc}/task")
+        except (FileNotFoundError, ProcessLookupError) as gone:
+            raise ProcessGone(self.pid) from gone
+        except OSError:
+            self.is_complete = False
+            return names
+        for tid in tids:
+            try:
+                raw = safeio.read_proc(f"{self._proc}/task/{tid}/comm", 64)
+            except OSError:
+                continue  # a thread that ended meanwhile
+            names[raw.decode("utf-8", "replace").rstrip("\n")] += 1
+        return names
+
+    @cached_property
+    def mapped_paths(self) -> tuple[str, ...]:
+        """Paths of the mapped shared objects, deduplicated, in map order."""
+
+        raw = self._read("maps", _MAPS_LIMIT)
+        if not raw:
+            return ()
+        seen: dict[str, None] = {}
+        for line in raw.split(b"\n"):
+            slash = line.find(b"/")
+            if slash < 0 or b".so" not in line:
+                continue
+            seen.setdefault(line[slash:].decode("utf-8", "replace"), None)
+        return tuple(seen)
+
+    def libraries_matching(self, patterns: tuple[str, ...]) -> tuple[str, ...]:
+        """Basenames of mapped shared objects that match any of the glob ``patterns``."""
+        found: dict[str, None] = {}
+        for path in self.mapped_paths:
+            base = path.rsplit("/", 1)[-1]
+            if any(fnmatchcase(base, pattern) for pattern in patterns):
+                found.setdefault(base, None)
+        return tuple(found)
+
+    @cached_property
+    def cgroup(self) -> str | None:
+        raw = self._read("cgroup", _SMALL_LIMIT)
+        return raw.decode("utf-8", "replace") if raw is not None else None
+
+    @cached_property
+    def netns(self) -> int | None:
+        try:
+            link = os.readlink(f"{self._proc}/ns/net")
+        except (FileNotFoundError, ProcessLookupError) as gone:
+            raise ProcessGone(self.pid) from gone
+        except OSError:
+            self.is_complete = False
+            return None
+        return int(link[5:-1]) if link.startswith("net:[") else None
+
+    @cached_property
+    def children(self) -> tuple[int, ...]:
+        pids: set[int] = set()
+        try:
+            tids = os.listdir(f"{self._proc}/task")
+        except OSError:
+            return ()
+        for tid in tids:
+            try:
+                raw = safeio.read_proc(f"{self._proc}/task/{tid}/children", _SMALL_LIMIT)
+            except OSError:
+                continue
+            pids.update(int(token) for token in raw.split())
+        return tuple(sorted(pids))
+
+    def child_facts(self) -> list[ProcessFacts]:
+        return [self._cache.get(pid) for pid in self.children]
+
+    @cached_property
+    def torch_version(self) -> str | None:
+        for path in self.mapped_paths:
+            match = _TORCH_LIB.match(path)
+            if not match:
+                continue
+            try:
+                text = safeio.read_user_file(
+                    f"{self._proc}/root",
+                    f"{match['torch']}/version.py",
+                    _VERSION_FILE_LIMIT,
+                ).decode("utf-8", "replace")
+            except OSError:
+                return None
+            found = _VERSION_LINE.search(text)
+            return found["v"] if found else None
+        return None
+
+    def inherited_run_id(self) -> str | None:
+        for child in self.child_facts():
+            try:
+                run_id = child.environment.get("TORCHELASTIC_RUN_ID")
+            except ProcessGone:
+                continue
+            if run_id:
+                return run_id
+        return None
+
+    def to_info(self, library_patterns: tuple[str, ...]) -> ProcessInfo:
+        environment = self.environment
+        cgroup = self.cgroup
+        uid, user = self.uid_user
+        job = jobid.identity(
+            environment,
+            jobid.slurm_job_from_cgroup(cgroup) if cgroup else None,
+            self.torch_version,
+            None if "TORCHELASTIC_RUN_ID" in environment else self.inherited_run_id(),
+        )
+        return ProcessInfo(
+            pid=self.pid,
+            ppid=self.ppid,
+            name=self.comm,
+            uid=uid,
+            user=user,
+            cmdline=self.cmdline,
+            netns=self.netns,
+            environment=tuple(sorted(environment.items())),
+            threads=tuple(sorted(self.threads.items())),
+            libraries=self.libraries_matching(library_patterns),
+            cgroup=_first_cgroup_path(cgroup),
+            job=job,
+            is_complete=self.is_complete,
+        )
+
+
+def _first_cgroup_path(text: str | None) -> str | None:
+    """The unified (v2) path if present, else the first hierarchy's path."""
+    if not text:
+        return None
+    lines = text.splitlines()
+    for line in lines:
+        if line.startswith("0::"):
+            return line[3:]
+    return lines[0].split(":", 2)[-1] if lines else None
+
+
+class FactsCache:
+    """One ProcessFacts per pid for a whole probe run."""
+
+    def __init__(self, proc: str = "/proc") -> None:
+        self.proc = proc
+        self._facts: dict[int, ProcessFacts] = {}
+
+    def get(self, pid: int) -> ProcessFacts:
+        facts = self._facts.get(pid)
+        if facts is None:
+            facts = self._facts[pid] = ProcessFacts(pid, self)
+        return facts
