@@ -251,6 +251,9 @@ class FactsCache:
     def __init__(self, proc: str = "/proc") -> None:
         self.proc = proc
         self._facts: dict[int, ProcessFacts] = {}
+        # psutil reads the same tree (tests point both at a recorded /proc). It is a module
+        # global; a process only ever audits one /proc.
+        psutil.PROCFS_PATH = proc
 
     def get(self, pid: int) -> ProcessFacts:
         facts = self._facts.get(pid)

@@ -1,0 +1,289 @@
+"""The site configuration (TOML, stdlib tomllib): intended subnets, scan targets and limits,
+fan-out, outputs, the prolog gate and accepted exceptions. Flags override it.
+
+Every field is validated on load; an unknown key is an error, not a silent no-op, because a
+misspelt ``intended_subnet`` would otherwise turn a whole audit into noise. Errors are one line
+naming the file and the field. docs/configuration.md lists every key.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import tomllib
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+from netaudit import exposure
+from netaudit.models import Severity
+from netaudit.typedread import InputError, Table
+
+FANOUT_METHODS = frozenset({"clustershell", "ssh", "srun", "command"})
+TRUST_SCOPES = frozenset({"subnet", "job"})
+FORMATS = frozenset({"table", "json", "sarif", "junit"})
+ON_ERROR = frozenset({"open", "closed"})
+
+
+class ConfigError(InputError):
+    """A config file that cannot be used."""
+
+
+@dataclass(frozen=True, slots=True)
+class ScanSettings:
+    targets: tuple[str, ...] = ()
+    sources: tuple[str, ...] = ()
+    ports: tuple[int, ...] = (29500, 29400, 25999, 28028)
+    port_ranges: tuple[tuple[int, int], ...] = ()
+    rate_per_s: float = 2000.0
+    in_flight_per_host: int = 64
+    timeout_s: float = 1.0
+    retries: int = 1
+    max_inventory_age_s: float = 60.0
+    allow_connect: bool = False
+    fail_on: Severity = Severity.HIGH
+    trust_scope: str = "subnet"
+    max_targets: int = 65536
+
+
+@dataclass(frozen=True, slots=True)
+class FanoutSettings:
+    """Attributes:
+    method: None when no fan-out is configured (scan uses this host and --inventory files).
+    command: the template for method "command"; %h is the node name.
+    remote_command: what runs on each node (ssh, clustershell, srun).
+    scan_from: nodes that run the scan themselves as extra vantage points.
+    """
+
+    method: str | None = None
+    nodes: str | None = None
+    width: int = 64
+    timeout_s: float = 120.0
+    command: str | None = None
+    remote_command: str = "netaudit probe --format json"
+    ssh_options: tuple[str, ...] = ()
+    gateways: tuple[str, ...] = ()
+    srun_options: tuple[str, ...] = ()
+    scan_from: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class OutputSettings:
+    format: str | None = None
+    textfile_dir: str | None = None
+    syslog: bool = False
+    baseline: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class GateSettings:
+    deadline_s: float = 5.0
+    on_error: str = "open"
+    verdict_path: str | None = None  # %h is replaced by the node name
+    verdict_max_age_s: float = 2 * 86400.0
+    fail_on_stale_verdict: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class AcceptedException:
+    """An accepted risk: findings matching every given field are reported as accepted, not
+    failed, until ``expires``. ``hosts`` is a hostlist expression or glob, ``networks`` CIDRs
+    of the target address."""
+
+    rule: str
+    reason: str
+    expires: dt.date
+    hosts: str | None = None
+    service: str | None = None
+    port: int | None = None
+    networks: tuple[str, ...] = ()
+    source: str = ""  # file:index, for messages
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    path: str | None = None
+    intended_subnets: tuple[str, ...] = ()
+    probes_dirs: tuple[str, ...] = ()
+    scan: ScanSettings = field(default_factory=ScanSettings)
+    fanout: FanoutSettings = field(default_factory=FanoutSettings)
+    output: OutputSettings = field(default_factory=OutputSettings)
+    gate: GateSettings = field(default_factory=GateSettings)
+    exceptions: tuple[AcceptedException, ...] = ()
+
+
+def _subnets(table: Table, key: str) -> tuple[str, ...]:
+    values = table.strings(key, allow_empty=True) or ()
+    try:
+        return tuple(str(net) for net in exposure.parse_subnets(values))
+    except ValueError as error:
+        table.fail(key, str(error))
+
+
+def _port_ranges(table: Table, key: str) -> tuple[tuple[int, int], ...]:
+    ranges = []
+    for text in table.strings(key, allow_empty=True) or ():
+        low, sep, high = text.partition("-")
+        try:
+            first, last = int(low), int(high if sep else low)
+        except ValueError:
+            table.fail(key, f"{text!r}: expected LOW-HIGH")
+        if not 1 <= first <= last <= 65535:
+            table.fail(key, f"{text!r}: expected 1 <= LOW <= HIGH <= 65535")
+        ranges.append((first, last))
+    return tuple(ranges)
+
+
+def _severity(table: Table, key: str, default: Severity) -> Severity:
+    text = table.choice(key, tuple(s.value for s in Severity))
+    return Severity(text) if text else default
+
+
+def _scan(table: Table | None) -> ScanSettings:
+    base = ScanSettings()
+    if table is None:
+        return base
+    settings = ScanSettings(
+        targets=table.strings("targets", allow_empty=True) or (),
+        sources=table.strings("sources", allow_empty=True) or (),
+        ports=table.ints("ports", 1, 65535) or base.ports,
+        port_ranges=_port_ranges(table, "port_ranges"),
+        rate_per_s=table.number("rate_per_s", 1, 10_000_000) or base.rate_per_s,
+        in_flight_per_host=table.integer("in_flight_per_host", 1, 65536) or base.in_flight_per_host,
+        timeout_s=table.number("timeout_s", 0.001, 600) or base.timeout_s,
+        retries=_or(table.integer("retries", 0, 10), base.retries),
+        max_inventory_age_s=_or(
+            table.number("max_inventory_age_s", 0, 365 * 86400), base.max_inventory_age_s
+        ),
+        allow_connect=_or(table.get("allow_connect", bool), base.allow_connect),
+        fail_on=_severity(table, "fail_on", base.fail_on),
+        trust_scope=table.choice("trust_scope", TRUST_SCOPES) or base.trust_scope,
+        max_targets=table.integer("max_targets", 1, 16_777_216) or base.max_targets,
+    )
+    table.finish()
+    return settings
+
+
+_T = TypeVar("_T")
+
+
+def _or(value: _T | None, default: _T) -> _T:
+    return default if value is None else value
+
+
+def _fanout(table: Table | None) -> FanoutSettings:
+    base = FanoutSettings()
+    if table is None:
+        return base
+    method = table.choice("method", FANOUT_METHODS)
+    settings = FanoutSettings(
+        method=method,
+        nodes=table.get("nodes", str),
+        width=table.integer("width", 1, 4096) or base.width,
+        timeout_s=table.number("timeout_s", 1, 86400) or base.timeout_s,
+        command=table.get("command", str),
+        remote_command=table.get("remote_command", str) or base.remote_command,
+        ssh_options=table.strings("ssh_options", allow_empty=True) or (),
+        gateways=table.strings("gateways", allow_empty=True) or (),
+        srun_options=table.strings("srun_options", allow_empty=True) or (),
+        scan_from=table.strings("scan_from", allow_empty=True) or (),
+    )
+    if method == "command" and not settings.command:
+        table.fail(
+            "command",
+            'is required with method = "command" (e.g. "ssh %h netaudit probe --format json")',
+        )
+    if method is not None and method != "srun" and not settings.nodes:
+        table.fail(
+            "nodes", f'is required with method = "{method}" (a hostlist such as "node[001-064]")'
+        )
+    table.finish()
+    return settings
+
+
+def _output(table: Table | None) -> OutputSettings:
+    if table is None:
+        return OutputSettings()
+    settings = OutputSettings(
+        format=table.choice("format", FORMATS),
+        textfile_dir=table.get("textfile_dir", str),
+        syslog=bool(table.get("syslog", bool)),
+        baseline=table.get("baseline", str),
+    )
+    table.finish()
+    return settings
+
+
+def _gate(table: Table | None) -> GateSettings:
+    base = GateSettings()
+    if table is None:
+        return base
+    settings = GateSettings(
+        deadline_s=table.number("deadline_s", 0.05, 600) or base.deadline_s,
+        on_error=table.choice("on_error", ON_ERROR) or base.on_error,
+        verdict_path=table.get("verdict_path", str),
+        verdict_max_age_s=table.number("verdict_max_age_s", 1, 365 * 86400)
+        or base.verdict_max_age_s,
+        fail_on_stale_verdict=bool(table.get("fail_on_stale_verdict", bool)),
+    )
+    table.finish()
+    return settings
+
+
+def _exceptions(top: Table) -> tuple[AcceptedException, ...]:
+    accepted = []
+    for table in top.tables("exceptions"):
+        rule = table.get("rule", str, required=True)
+        if not (len(rule) == 5 and rule.startswith("NA") and rule[2:].isdigit()):
+            table.fail("rule", f"{rule!r} is not a rule id such as NA001")
+        reason = table.get("reason", str, required=True)
+        if not reason.strip():
+            table.fail("reason", "say why this risk is accepted")
+        expires = table.get("expires", dt.date, required=True)
+        if isinstance(expires, dt.datetime):
+            expires = expires.date()
+        accepted.append(
+            AcceptedException(
+                rule=rule,
+                reason=reason.strip(),
+                expires=expires,
+                hosts=table.get("hosts", str),
+                service=table.get("service", str),
+                port=table.integer("port", 1, 65535),
+                networks=_subnets(table, "networks"),
+                source=f"{table.source}:{table.where}",
+            )
+        )
+        table.finish()
+    return tuple(accepted)
+
+
+def parse(text: str, path: str) -> Config:
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"{path}: not valid TOML: {error}") from None
+    top = Table(path, "", data, ConfigError)
+    config = Config(
+        path=path,
+        intended_subnets=_subnets(top, "intended_subnets"),
+        probes_dirs=top.strings("probes_dirs", allow_empty=True) or (),
+        scan=_scan(top.sub("scan")),
+        fanout=_fanout(top.sub("fanout")),
+        output=_output(top.sub("output")),
+        gate=_gate(top.sub("gate")),
+        exceptions=_exceptions(top),
+    )
+    top.finish()
+    return config
+
+
+def load(path: str) -> Config:
+    try:
+        with open(path, "rb") as handle:
+            raw = handle.read(4 << 20)
+    except OSError as error:
+        raise ConfigError(f"{path}: cannot read: {error.strerror or error}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not UTF-8 text") from None
+    return parse(text, path)

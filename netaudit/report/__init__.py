@@ -1,0 +1,1 @@
+"""Renderers: one module per output format. Only these and the CLI write text."""
