@@ -205,6 +205,8 @@ def _format(args: argparse.Namespace, configured: str | None, env: Environment) 
 
 
 def _dispatch(args: argparse.Namespace, env: Environment) -> ExitStatus:
+    if args.command is None:
+        raise UsageError("a command is required: probe, scan or gate (see `netaudit --help`)")
     from netaudit import config as config_module
 
     config = config_module.load(args.config) if args.config else config_module.Config()
@@ -220,7 +222,7 @@ def _dispatch(args: argparse.Namespace, env: Environment) -> ExitStatus:
         from netaudit import cmd_gate
 
         return cmd_gate.run(args, config, env)
-    raise UsageError("a command is required: probe, scan or gate (see `netaudit --help`)")
+    raise UsageError(f"unknown command {args.command!r}")
 
 
 def main(argv: Sequence[str] | None = None, env: Environment | None = None) -> int:

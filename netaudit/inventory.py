@@ -48,7 +48,7 @@ class _NamespaceRead:
 
 def _read_sysctl(path: str) -> int | None:
     try:
-        with open(path, encoding="ascii") as handle:
+        with open(path, encoding="utf-8") as handle:
             return int(handle.read().strip())
     except (OSError, ValueError):
         return None
@@ -89,7 +89,7 @@ def _from_netlink(entry: netns.NamespaceEntry) -> _NamespaceRead:
 def _ipv6_addresses_from_proc(pid: int, proc: str) -> list[InterfaceAddress]:
     """/proc/<pid>/net/if_inet6: address, ifindex, prefix, scope, flags, name."""
     found = []
-    with open(f"{proc}/{pid}/net/if_inet6", encoding="ascii") as handle:
+    with open(f"{proc}/{pid}/net/if_inet6", encoding="utf-8") as handle:
         for line in handle:
             fields = line.split()
             if len(fields) != 6:
@@ -120,7 +120,7 @@ def _from_procfs(entry: netns.NamespaceEntry, reason: str, proc: str) -> _Namesp
         try:
             rows = []
             for name in ("tcp", "tcp6"):
-                with open(f"{proc}/{pid}/net/{name}", encoding="ascii") as handle:
+                with open(f"{proc}/{pid}/net/{name}", encoding="utf-8") as handle:
                     rows += procnet.parse(handle.read())
         except OSError:
             continue  # that process left; try the next one of the namespace
