@@ -27,7 +27,9 @@ def load_signatures(args: argparse.Namespace, config: Config) -> tuple[signature
 
 def run(args: argparse.Namespace, config: Config, fmt: str, env: Environment) -> ExitStatus:
     subnets = intended_subnets(args.intended_subnet, config)
-    found = inventory.collect(load_signatures(args, config), subnets)
+    found = inventory.collect(
+        load_signatures(args, config), subnets, is_own_namespace_only=args.namespaces == "own"
+    )
     if fmt == "json":
         env.stdout.write(json.dumps(inventory_json.to_json(found), indent=2, sort_keys=True) + "\n")
     else:

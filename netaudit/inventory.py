@@ -111,9 +111,7 @@ def _ipv6_addresses_from_proc(pid: int, proc: str) -> list[InterfaceAddress]:
 
 def _from_procfs(entry: netns.NamespaceEntry, reason: str, proc: str) -> _NamespaceRead:
     label = f"network namespace {entry.inode}"
-    gaps = [
-        f"{label}: not entered ({reason}); listeners read from procfs, backlog and v6only unknown"
-    ]
+    gaps = [f"{label}: not entered ({reason}); listeners read from procfs, backlog and v6only unknown"]
     listeners: list[Listener] = []
     interfaces: list[InterfaceAddress] | None = None
     for pid in entry.pids:
@@ -200,15 +198,21 @@ def collect(
     intended: Sequence[exposure.Network] = (),
     proc: str = "/proc",
     host: str | None = None,
+    is_own_namespace_only: bool = False,
 ) -> Inventory:
     """One truthful inventory of this node. Never raises for what it cannot see: that goes
-    into ``gaps``."""
+    into ``gaps``. ``is_own_namespace_only`` limits it to the probe's own network namespace
+    (`--namespaces own`: a probe run inside a container or pod describes that one)."""
     collected_at = datetime.now(UTC)
     is_root = os.geteuid() == 0
     gaps: list[str] = []
     discovery = netns.discover(proc)
+    if is_own_namespace_only:
+        discovery.namespaces = {
+            inode: entry for inode, entry in discovery.namespaces.items() if inode == discovery.own_inode
+        }
     denied = "not root" if not is_root else "denied to root: more privileged processes"
-    if discovery.unreadable_pids:
+    if discovery.unreadable_pids and not is_own_namespace_only:
         gaps.append(
             f"{discovery.unreadable_pids} processes' network namespaces unreadable ({denied}): "
             "namespaces only they use are missing"
@@ -225,10 +229,12 @@ def collect(
 
     raw: list[Listener] = [listener for read in reads for listener in read.listeners]
     scan = fdscan.scan({listener.inode for listener in raw}, proc)
-    if scan.unreadable_pids:
+    unowned = sum(1 for listener in raw if not scan.owners.get(listener.inode))
+    if scan.unreadable_pids and unowned:
+        # Only a gap if it hid something: a listener left without any visible owner.
         gaps.append(
-            f"{scan.unreadable_pids} processes' file descriptors unreadable ({denied}): "
-            "their listeners show no pid"
+            f"{unowned} listeners have no visible owner: {scan.unreadable_pids} processes' file "
+            f"descriptors are unreadable ({denied})"
         )
     facts = FactsCache(proc)
     attributed: list[Listener] = []
@@ -266,9 +272,7 @@ def collect(
             vanished.add(pid)
     incomplete = sorted(pid for pid, info in infos.items() if not info.is_complete)
     if incomplete:
-        gaps.append(
-            f"facts of {len(incomplete)} processes partly unreadable (pids {incomplete[:10]})"
-        )
+        gaps.append(f"facts of {len(incomplete)} processes partly unreadable (pids {incomplete[:10]})")
 
     listeners: list[Listener] = []
     for index, listener in enumerate(attributed):

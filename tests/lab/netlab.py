@@ -597,6 +597,11 @@ class Lab:
             hostname=False,
         )
         ns.ip("link", "set", "lo", "up")
+        # Name lookups inside the lab never leave the machine: `ip netns exec` bind-mounts
+        # this resolv.conf, so a name missing from the hosts file fails against the
+        # namespace's own loopback instead of reaching the host's resolver.
+        ns.etc_dir = self._make_etc_dir(name)
+        (ns.etc_dir / "resolv.conf").write_text("nameserver 127.0.0.1\noptions timeout:1 attempts:1\n")
         return ns
 
     def link(
