@@ -7,9 +7,7 @@ import ipaddress
 from netaudit.models import BindScope, Family
 
 
-def scope_of(
-    family: Family, address: str, v6only: bool | None, bindv6only_default: bool
-) -> BindScope:
+def scope_of(family: Family, address: str, v6only: bool | None, bindv6only_default: bool) -> BindScope:
     """``v6only`` None (procfs gives none) falls back to net.ipv6.bindv6only, which is what a
     socket gets unless its program sets IPV6_V6ONLY itself."""
     parsed = ipaddress.ip_address(address)

@@ -77,9 +77,7 @@ def _thread_matches(facts: ProcessFacts, globs: tuple[str, ...]) -> list[tuple[s
     ]
 
 
-def _process_evidence(
-    when: Predicates, facts: ProcessFacts | None, signature: Signature
-) -> list[str] | None:
+def _process_evidence(when: Predicates, facts: ProcessFacts | None, signature: Signature) -> list[str] | None:
     """Evidence strings if every process-level predicate holds, else None. Cheap checks come
     first; each fact is read from /proc at most once per run."""
     evidence: list[str] = []
@@ -92,10 +90,16 @@ def _process_evidence(
     needs_process = any(
         value is not None
         for value in (
-            when.libraries, when.no_libraries, when.threads, when.no_threads, when.comm,
-            when.cmdline, when.env, when.env_not,
+            when.libraries,
+            when.no_libraries,
+            when.threads,
+            when.no_threads,
+            when.comm,
+            when.cmdline,
+            when.env,
+            when.env_not,
         )
-    )  # fmt: skip
+    )
     if not needs_process:
         return evidence
     if facts is None:
@@ -174,9 +178,12 @@ def _port_source_evidence(source: PortSource, port: int, facts: ProcessFacts | N
 
 
 def _listener_evidence(
-    when: Predicates, listener: Listener, scope: BindScope, somaxconn: int | None,
+    when: Predicates,
+    listener: Listener,
+    scope: BindScope,
+    somaxconn: int | None,
     facts: ProcessFacts | None,
-) -> list[str] | None:  # fmt: skip
+) -> list[str] | None:
     evidence: list[str] = []
     if when.ports is not None:
         if listener.port not in when.ports:
@@ -206,9 +213,12 @@ def _listener_evidence(
 
 
 def _rule_listener_evidence(
-    ranked: _Ranked, listener: Listener, scope: BindScope, somaxconn: int | None,
+    ranked: _Ranked,
+    listener: Listener,
+    scope: BindScope,
+    somaxconn: int | None,
     facts: ProcessFacts | None,
-) -> list[str] | None:  # fmt: skip
+) -> list[str] | None:
     evidence = _listener_evidence(ranked.rule.when, listener, scope, somaxconn, facts)
     if evidence is None or not ranked.rule.any_of:
         return evidence

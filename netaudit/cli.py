@@ -83,6 +83,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         help="a network where distributed ports may answer (repeatable)",
     )
+    probe.add_argument(
+        "--namespaces",
+        choices=("all", "own"),
+        default="all",
+        help="all network namespaces of the node (default), or only the probe's own "
+        "(run inside a container or pod to describe just that one)",
+    )
 
     scan = commands.add_parser(
         "scan",
@@ -125,18 +132,14 @@ def build_parser() -> argparse.ArgumentParser:
     scan.add_argument(
         "--rate", type=float, metavar="PER_S", help="probes per second, all hosts (default 2000)"
     )
-    scan.add_argument(
-        "--in-flight", type=int, metavar="N", help="probes in flight per host (default 64)"
-    )
+    scan.add_argument("--in-flight", type=int, metavar="N", help="probes in flight per host (default 64)")
     scan.add_argument(
         "--timeout",
         type=float,
         metavar="S",
         help="probe timeout, shortened to the measured round trip (default 1)",
     )
-    scan.add_argument(
-        "--retries", type=int, metavar="N", help="resends of an unanswered probe (default 1)"
-    )
+    scan.add_argument("--retries", type=int, metavar="N", help="resends of an unanswered probe (default 1)")
     scan.add_argument(
         "--max-inventory-age",
         type=float,
@@ -146,8 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
     scan.add_argument(
         "--allow-connect",
         action="store_true",
-        help="without raw sockets, connect() also to listeners not known to be "
-        "safe (never TensorPipe)",
+        help="without raw sockets, connect() also to listeners not known to be safe (never TensorPipe)",
     )
     scan.add_argument(
         "--fail-on",

@@ -49,6 +49,8 @@ class FanoutSettings:
     """Attributes:
     method: None when no fan-out is configured (scan uses this host and --inventory files).
     command: the template for method "command"; %h is the node name.
+    topology: a ClusterShell topology.conf; with it, method "clustershell" fans out in tree
+        mode through the gateways it names (thousands of nodes).
     remote_command: what runs on each node (ssh, clustershell, srun).
     scan_from: nodes that run the scan themselves as extra vantage points.
     """
@@ -60,7 +62,7 @@ class FanoutSettings:
     command: str | None = None
     remote_command: str = "netaudit probe --format json"
     ssh_options: tuple[str, ...] = ()
-    gateways: tuple[str, ...] = ()
+    topology: str | None = None  # ClusterShell topology.conf: tree mode through gateways
     srun_options: tuple[str, ...] = ()
     scan_from: tuple[str, ...] = ()
 
@@ -70,6 +72,7 @@ class OutputSettings:
     format: str | None = None
     textfile_dir: str | None = None
     syslog: bool = False
+    syslog_socket: str = "/dev/log"
     baseline: str | None = None
 
 
@@ -182,7 +185,7 @@ def _fanout(table: Table | None) -> FanoutSettings:
         command=table.get("command", str),
         remote_command=table.get("remote_command", str) or base.remote_command,
         ssh_options=table.strings("ssh_options", allow_empty=True) or (),
-        gateways=table.strings("gateways", allow_empty=True) or (),
+        topology=table.get("topology", str),
         srun_options=table.strings("srun_options", allow_empty=True) or (),
         scan_from=table.strings("scan_from", allow_empty=True) or (),
     )
@@ -192,9 +195,7 @@ def _fanout(table: Table | None) -> FanoutSettings:
             'is required with method = "command" (e.g. "ssh %h netaudit probe --format json")',
         )
     if method is not None and method != "srun" and not settings.nodes:
-        table.fail(
-            "nodes", f'is required with method = "{method}" (a hostlist such as "node[001-064]")'
-        )
+        table.fail("nodes", f'is required with method = "{method}" (a hostlist such as "node[001-064]")')
     table.finish()
     return settings
 
@@ -206,6 +207,7 @@ def _output(table: Table | None) -> OutputSettings:
         format=table.choice("format", FORMATS),
         textfile_dir=table.get("textfile_dir", str),
         syslog=bool(table.get("syslog", bool)),
+        syslog_socket=table.get("syslog_socket", str) or "/dev/log",
         baseline=table.get("baseline", str),
     )
     table.finish()
@@ -220,8 +222,7 @@ def _gate(table: Table | None) -> GateSettings:
         deadline_s=table.number("deadline_s", 0.05, 600) or base.deadline_s,
         on_error=table.choice("on_error", ON_ERROR) or base.on_error,
         verdict_path=table.get("verdict_path", str),
-        verdict_max_age_s=table.number("verdict_max_age_s", 1, 365 * 86400)
-        or base.verdict_max_age_s,
+        verdict_max_age_s=table.number("verdict_max_age_s", 1, 365 * 86400) or base.verdict_max_age_s,
         fail_on_stale_verdict=bool(table.get("fail_on_stale_verdict", bool)),
     )
     table.finish()

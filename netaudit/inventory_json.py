@@ -223,9 +223,7 @@ def _read_listener(table: Table) -> Listener:
     job_table = table.sub("job") if table.get("job", dict, nullable=True) is not None else None
     job = _read_job(job_table)
     process_table = table.get("process", dict, nullable=True)
-    process = (
-        _read_process(table.required_sub("process"), job) if process_table is not None else None
-    )
+    process = _read_process(table.required_sub("process"), job) if process_table is not None else None
     for key in ("process_name", "user"):
         table.get(key, str, nullable=True)
     table.get("cmdline", list, nullable=True)

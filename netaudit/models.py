@@ -218,9 +218,7 @@ class Listener:
     @property
     def endpoint(self) -> str:
         return (
-            f"[{self.address}]:{self.port}"
-            if self.family is Family.IPV6
-            else f"{self.address}:{self.port}"
+            f"[{self.address}]:{self.port}" if self.family is Family.IPV6 else f"{self.address}:{self.port}"
         )
 
 
@@ -261,3 +259,181 @@ class PortState(StrEnum):
     CLOSED = "closed"  # RST: the host answered, nothing listens (or a firewall rejects with RST)
     FILTERED = "filtered"  # no answer within the timeout, or ICMP unreachable
     NOT_TESTED = "not-tested"  # deliberately not probed (unsafe, no privilege, no route)
+
+
+class Method(StrEnum):
+    """How an attempt was made."""
+
+    SYN = "syn"  # half-open: a SYN, the kernel's RST ends it
+    CONNECT = "connect"  # connect() and close, no bytes (no raw-socket privilege)
+    HANDSHAKE = "handshake"  # read-only confirmation over loopback (local audit)
+    NONE = "none"  # not sent (not-tested)
+
+
+@dataclass(frozen=True, slots=True)
+class VantageSource:
+    """A source address this scan sent from.
+
+    Attributes:
+        network: the source's interface network (203.0.113.0/24): "the network it was reached
+            from", which findings and baselines are keyed on.
+        is_inside: the address lies in an intended subnet.
+    """
+
+    address: str
+    interface: str | None
+    network: str
+    is_inside: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """One source's try at one endpoint.
+
+    Attributes:
+        is_local_path: the packet never left this host (a host probing itself goes through
+            loopback): not evidence of what an outsider sees.
+        is_path_verified: something on this source-to-address path answered (SYN-ACK, RST or
+            ICMP), so a timeout here means a filter, not a dead path.
+        confirmed: the read-only handshake's verdict from this source; None when none ran.
+        detail: the handshake's own words (nonce echoed, status line), or None.
+    """
+
+    source: str
+    state: PortState
+    method: Method
+    reason: str
+    rtt_ms: float | None
+    is_local_path: bool
+    is_path_verified: bool
+    confirmed: bool | None = None
+    detail: str | None = None
+    vantage: str = ""  # the host that sent it
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """An address and port that a PyTorch listener answers on, with every attempt at it.
+
+    Attributes:
+        host: the node (inventory host name), or the target as given when no inventory
+            covers it.
+        listener: the inventory's listener; None for a plain target's default port.
+        inventory_age_s: age of the inventory at scan time; None without inventory.
+        is_outside_address: the address lies outside the intended subnets.
+    """
+
+    host: str
+    address: str
+    family: Family
+    port: int
+    listener: Listener | None
+    inventory_age_s: float | None
+    is_outside_address: bool
+    attempts: tuple[Attempt, ...] = ()
+
+    @property
+    def classification(self) -> Classification | None:
+        return self.listener.classification if self.listener else None
+
+    @property
+    def text(self) -> str:
+        shown = f"[{self.address}]" if self.family is Family.IPV6 else self.address
+        return f"{shown}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """A policy violation with its evidence and fix.
+
+    Attributes:
+        source: the vantage address it was reached from ("" for static findings).
+        source_network: that address's network; "static" for findings of the local audit.
+        confirmed: the handshake answered (True), did not (False), or none ran (None).
+        accepted: the reason of the config exception that accepts it, or None. Accepted
+            findings are reported but never fail a run.
+    """
+
+    rule_id: str
+    title: str
+    severity: Severity
+    service: str
+    variant: str | None
+    host: str
+    address: str
+    family: Family
+    port: int
+    source: str
+    source_network: str
+    state: PortState
+    confirmed: bool | None
+    pid: int | None
+    process_name: str | None
+    user: str | None
+    job: JobIdentity | None
+    remediation: str
+    doc: str
+    evidence: tuple[str, ...]
+    accepted: str | None = None
+    accepted_until: str | None = None
+    vantage: str = ""  # the host that ran the scan (peers' reports are merged)
+    baseline_state: str | None = None  # "new" or "unchanged" with --baseline, else None
+
+    @property
+    def baseline_key(self) -> str:
+        """What makes two runs' findings "the same": rule, host, service, address family and
+        the network it was reached from. Job, process and port are attributes: they change
+        with every job."""
+        return "|".join((self.rule_id, self.host, self.service, self.family.value, self.source_network))
+
+    @property
+    def sort_key(self) -> tuple[int, str, str, int, str, str]:
+        return (-self.severity.rank, self.host, self.address, self.port, self.rule_id, self.source)
+
+
+@dataclass(frozen=True, slots=True)
+class BaselineChanges:
+    """What changed since the last run (--baseline).
+
+    Attributes:
+        resolved: baseline entries (rule, host, service, ...) no longer seen.
+        new_failures, resolved_failures: incomplete items, compared the same way.
+        is_first_run: no baseline existed: everything is new.
+    """
+
+    new: tuple[str, ...]
+    unchanged: tuple[str, ...]
+    resolved: tuple[str, ...]
+    new_failures: tuple[str, ...]
+    resolved_failures: tuple[str, ...]
+    is_first_run: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Report:
+    """What `netaudit scan` found (DESIGN.md §4, schema_version 1).
+
+    Attributes:
+        mode: "syn", "connect", "local" (this host over loopback), or "dry-run".
+        incomplete: what could not be inspected, one sentence each; empty means complete.
+        notes: what the reader must know to read it right (e.g. proof needs a peer).
+    """
+
+    generated_at: datetime
+    netaudit_version: str
+    vantage_host: str
+    mode: str
+    sources: tuple[VantageSource, ...]
+    intended_subnets: tuple[str, ...]
+    trust_scope: str
+    fail_on: Severity
+    findings: tuple[Finding, ...]
+    endpoints: tuple[Endpoint, ...]
+    incomplete: tuple[str, ...]
+    notes: tuple[str, ...]
+    duration_s: float
+    probes_sent: int
+    is_interrupted: bool = False
+    failed_hosts: tuple[str, ...] = ()  # hosts whose data is missing this run
+    changes: BaselineChanges | None = None
+    schema_version: int = REPORT_SCHEMA_VERSION

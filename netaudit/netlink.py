@@ -140,8 +140,8 @@ def listening_tcp() -> list[DiagListener]:
         for _kind, data, offset, end in _dump(NETLINK_SOCK_DIAG, SOCK_DIAG_BY_FAMILY, request):
             msg_family = _DIAG_MSG_HEAD.unpack_from(data, offset)[0]
             sport = _DIAG_MSG_PORTS.unpack_from(data, offset + 4)[0]
-            src, _dst, _ifindex, _cookie, _expires, _rqueue, wqueue, uid, inode = (
-                _DIAG_MSG_TAIL.unpack_from(data, offset + 8)
+            src, _dst, _ifindex, _cookie, _expires, _rqueue, wqueue, uid, inode = _DIAG_MSG_TAIL.unpack_from(
+                data, offset + 8
             )
             v6only: bool | None = None
             cgroup_id: int | None = None

@@ -44,6 +44,7 @@ RULES: dict[str, RuleInfo] = {
             "reachable from nodes of the intended subnet outside the job (trust scope job)",
             None,
         ),
+        RuleInfo("NA012", "open port on a PyTorch default port, service not confirmed", Severity.LOW),
         RuleInfo("NA020", "potentially exposed (static analysis, not yet proven)", Severity.MEDIUM),
         RuleInfo("NA030", "stale exposed listener: no active Slurm job owns it", Severity.HIGH),
     )

@@ -139,9 +139,7 @@ def _predicates(reader: Table, allow_any: bool) -> tuple[Predicates, tuple[Predi
             kind, _, name = text.partition(":")
             valid_name = _OPTION.match(name) if kind == "arg" else _ENV_NAME.match(name)
             if kind not in PORT_SOURCES or not valid_name:
-                reader.fail(
-                    "port_from", f"{text!r}: expected env:NAME, child-env:NAME or arg:--option"
-                )
+                reader.fail("port_from", f"{text!r}: expected env:NAME, child-env:NAME or arg:--option")
             parsed.append(PortSource(kind, name))
         port_from = tuple(parsed)
     owner = reader.get("owner", str)
@@ -223,9 +221,7 @@ def parse(text: str, path: str) -> Signature:
     do_not_touch = reader.get("do_not_touch", bool, required=True)
     connect_safe = reader.get("connect_safe", bool, required=True)
     if do_not_touch and (connect_safe or handshake != "none"):
-        reader.fail(
-            "do_not_touch", "a do-not-touch service cannot be connect_safe or have a handshake"
-        )
+        reader.fail("do_not_touch", "a do-not-touch service cannot be connect_safe or have a handshake")
     notes_table = reader.get("thread_notes", dict) or {}
     if not all(isinstance(value, str) for value in notes_table.values()):
         reader.fail("thread_notes", 'expected thread = "note" pairs')

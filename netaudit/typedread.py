@@ -30,16 +30,21 @@ def _kind_name(kinds: tuple[type, ...]) -> str:
 
 
 def _type_name(value: object) -> str:
-    return {str: "string", int: "integer", float: "number", bool: "boolean", list: "list",
-            dict: "table", type(None): "null"}.get(type(value), type(value).__name__)  # fmt: skip
+    return {
+        str: "string",
+        int: "integer",
+        float: "number",
+        bool: "boolean",
+        list: "list",
+        dict: "table",
+        type(None): "null",
+    }.get(type(value), type(value).__name__)
 
 
 class Table:
     """One table of a document. ``finish()`` refuses the keys that were never asked for."""
 
-    def __init__(
-        self, source: str, where: str, table: object, error: type[InputError] = InputError
-    ) -> None:
+    def __init__(self, source: str, where: str, table: object, error: type[InputError] = InputError) -> None:
         self.source, self.where, self.error_type = source, where, error
         if not isinstance(table, dict):
             self._fail(f"expected a table, got {_type_name(table)}")
@@ -82,9 +87,7 @@ class Table:
         return None if value is None else Table(self.source, self.path(key), value, self.error_type)
 
     def required_sub(self, key: str) -> Table:
-        return Table(
-            self.source, self.path(key), self.get(key, dict, required=True), self.error_type
-        )
+        return Table(self.source, self.path(key), self.get(key, dict, required=True), self.error_type)
 
     def tables(self, key: str, required: bool = False) -> list[Table]:
         value = self.get(key, list, required=required) or []
@@ -93,15 +96,11 @@ class Table:
             for index, item in enumerate(value)
         ]
 
-    def strings(
-        self, key: str, required: bool = False, allow_empty: bool = False
-    ) -> tuple[str, ...] | None:
+    def strings(self, key: str, required: bool = False, allow_empty: bool = False) -> tuple[str, ...] | None:
         value = self.get(key, list, required=required)
         if value is None:
             return None
-        if (not value and not allow_empty) or not all(
-            isinstance(item, str) and item for item in value
-        ):
+        if (not value and not allow_empty) or not all(isinstance(item, str) and item for item in value):
             self.fail(key, "expected a non-empty list of non-empty strings")
         return tuple(value)
 

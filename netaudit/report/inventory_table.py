@@ -49,11 +49,7 @@ def _exposure_text(listener: Listener) -> str:
         return "YES: " + ", ".join(hint.outside_intended)
     if hint.answers_on:
         return "inside only"
-    return (
-        "no (" + hint.scope.value + ")"
-        if hint.scope.value in ("loopback", "link-local")
-        else "unknown"
-    )
+    return "no (" + hint.scope.value + ")" if hint.scope.value in ("loopback", "link-local") else "unknown"
 
 
 def _group(listeners: Iterable[Listener]) -> dict[tuple[int | None, int], list[Listener]]:
@@ -74,9 +70,7 @@ def render(inventory: Inventory) -> str:
     if inventory.intended_subnets:
         lines.append("intended subnets: " + ", ".join(inventory.intended_subnets))
     else:
-        lines.append(
-            "intended subnets: none configured, every non-loopback address counts as outside"
-        )
+        lines.append("intended subnets: none configured, every non-loopback address counts as outside")
     torch = [item for item in inventory.listeners if item.classification is not None]
     other = [item for item in inventory.listeners if item.classification is None]
     lines.append("")
@@ -84,9 +78,7 @@ def render(inventory: Inventory) -> str:
         lines.append("No PyTorch distributed listener found.")
     else:
         lines.append(f"PyTorch distributed listeners: {len(torch)}")
-        for _key, members in sorted(
-            _group(torch).items(), key=lambda kv: (kv[0][0] or 0, kv[0][1])
-        ):
+        for _key, members in sorted(_group(torch).items(), key=lambda kv: (kv[0][0] or 0, kv[0][1])):
             first = members[0]
             lines.append("")
             lines.append(_owner_line(first))
@@ -104,9 +96,10 @@ def render(inventory: Inventory) -> str:
                     service += " [do not touch]"
                 rows.append([item.endpoint, service, found.confidence.value, _exposure_text(item)])
             table = tabulate(
-                rows, headers=["listen", "service", "confidence", "potentially exposed"],
+                rows,
+                headers=["listen", "service", "confidence", "potentially exposed"],
                 tablefmt="simple",
-            )  # fmt: skip
+            )
             lines.extend("  " + row for row in table.splitlines())
             for item in members:
                 if item.classification is not None:
@@ -115,9 +108,7 @@ def render(inventory: Inventory) -> str:
     if other:
         lines.append("")
         lines.append(f"Other listeners (not PyTorch): {len(other)}")
-        for _key, members in sorted(
-            _group(other).items(), key=lambda kv: (kv[0][0] or 0, kv[0][1])
-        ):
+        for _key, members in sorted(_group(other).items(), key=lambda kv: (kv[0][0] or 0, kv[0][1])):
             first = members[0]
             owner = (
                 f"{first.process.name} (pid {first.pid}, {first.process.user})"

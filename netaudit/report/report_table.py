@@ -1,0 +1,126 @@
+"""The human view of a scan: findings first (with the fix), then every endpoint and what each
+source saw, then what the reader must know (incomplete, notes)."""
+
+from __future__ import annotations
+
+from tabulate import tabulate
+
+from netaudit.inventory_json import timestamp
+from netaudit.models import Attempt, Finding, Report
+from netaudit.policy import failing
+from netaudit.report.report_json import summary
+
+_MAX_ENDPOINT_ROWS = 200
+
+
+def _confirmed(value: bool | None) -> str:
+    return {True: "yes", False: "no", None: "-"}[value]
+
+
+def _attempt_text(attempt: Attempt) -> str:
+    text = f"{attempt.source} {attempt.state.value}"
+    if attempt.is_local_path:
+        text += " (local path, not evidence)"
+    if attempt.confirmed is not None:
+        text += " confirmed" if attempt.confirmed else " unconfirmed"
+    return text
+
+
+def _finding_rows(findings: tuple[Finding, ...]) -> list[list[str]]:
+    rows = []
+    for finding in findings:
+        shown = f"[{finding.address}]" if ":" in finding.address else finding.address
+        service = finding.service + (f"/{finding.variant}" if finding.variant else "")
+        severity = finding.severity.value.upper() + (" (accepted)" if finding.accepted else "")
+        rows.append(
+            [
+                severity,
+                finding.rule_id,
+                finding.host,
+                f"{shown}:{finding.port}",
+                service,
+                finding.source or "static",
+                finding.state.value,
+                _confirmed(finding.confirmed),
+            ]
+        )
+    return rows
+
+
+def render(report: Report) -> str:
+    lines: list[str] = []
+    counts = summary(report)
+    sources = ", ".join(
+        f"{s.address} ({s.interface}, {'inside' if s.is_inside else 'outside'})" for s in report.sources
+    )
+    lines.append(
+        f"netaudit scan · host {report.vantage_host} · mode {report.mode} · "
+        f"{timestamp(report.generated_at)} · {report.duration_s:.2f} s · {report.probes_sent} probes"
+    )
+    lines.append(f"sources: {sources or 'loopback only'}")
+    intended = ", ".join(report.intended_subnets) or "none (every non-loopback address is outside)"
+    lines.append(f"intended subnets: {intended} · trust scope {report.trust_scope}")
+    lines.append("")
+    bad = failing(report.findings, report.fail_on)
+    if report.findings:
+        lines.append(f"FINDINGS: {len(report.findings)}, {len(bad)} at or above {report.fail_on.value}")
+        lines.append(
+            tabulate(
+                _finding_rows(report.findings),
+                headers=["severity", "rule", "host", "endpoint", "service", "from", "state", "confirmed"],
+                tablefmt="simple",
+            )
+        )
+        lines.append("")
+        fixes: dict[str, str] = {}
+        for finding in report.findings:
+            fixes.setdefault(f"{finding.rule_id} {finding.service}", f"{finding.remediation} ({finding.doc})")
+        for key, fix in fixes.items():
+            lines.append(f"fix {key}: {fix}")
+        accepted = [f for f in report.findings if f.accepted]
+        for finding in accepted:
+            lines.append(
+                f"accepted {finding.rule_id} on {finding.host}:{finding.port} until "
+                f"{finding.accepted_until}: {finding.accepted}"
+            )
+    else:
+        lines.append("No findings.")
+    lines.append("")
+    attempts = counts["attempts"]
+    lines.append(
+        f"ENDPOINTS: {counts['endpoints']} on {counts['hosts']} host(s) · attempts: "
+        + " · ".join(f"{state} {number}" for state, number in attempts.items())
+    )
+    rows = []
+    for endpoint in report.endpoints[:_MAX_ENDPOINT_ROWS]:
+        found = endpoint.classification
+        service = f"{found.service}/{found.variant}" if found else "(default port)"
+        rows.append(
+            [
+                endpoint.host,
+                endpoint.text,
+                service,
+                "; ".join(_attempt_text(a) for a in endpoint.attempts) or "-",
+            ]
+        )
+    if rows:
+        lines.append(tabulate(rows, headers=["host", "endpoint", "service", "seen from"], tablefmt="simple"))
+    if len(report.endpoints) > _MAX_ENDPOINT_ROWS:
+        lines.append(f"... and {len(report.endpoints) - _MAX_ENDPOINT_ROWS} more (see --format json)")
+    if report.is_interrupted:
+        lines.append("")
+        lines.append("INTERRUPTED: the scan stopped early; unsent probes are not-tested.")
+    if report.incomplete:
+        lines.append("")
+        lines.append("Incomplete:")
+        lines.extend(f"  - {item}" for item in report.incomplete)
+    if report.notes:
+        lines.append("")
+        lines.append("Notes:")
+        lines.extend(f"  - {note}" for note in report.notes)
+    lines.append("")
+    lines.append(
+        "A clean report proves that these sources could not reach these endpoints now; it says "
+        "nothing about other vantage points, other times, or listeners no inventory listed."
+    )
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,174 @@
+"""Carry out a scan plan: the half-open scan (or the connect fallback), canaries for silent
+paths, then read-only handshakes on what answered. Returns endpoints with every attempt.
+
+A stop event (set on Ctrl-C) stops sending at once; what was learned is kept, the rest is
+"not-tested: interrupted".
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+
+from netaudit.models import Attempt, Endpoint, Method, PortState
+from netaudit.plan import Plan, PlannedProbe
+from netaudit.scan import handshake
+from netaudit.scan.probe_types import ProbeOutcome, ProbeSpec, ScanLimits
+
+Engine = Callable[[Iterable[ProbeSpec], ScanLimits, threading.Event | None], Iterator[ProbeOutcome]]
+_HANDSHAKE_WORKERS = 8
+
+
+@dataclass(frozen=True, slots=True)
+class Execution:
+    endpoints: tuple[Endpoint, ...]
+    probes_sent: int
+    is_interrupted: bool
+
+
+def _is_answer(outcome: ProbeOutcome) -> bool:
+    """Any answer proves the path works: a SYN-ACK, a RST, an ICMP error from the host or a
+    router on the way ("icmp 3/13", "icmp6 1/4"). Only silence does not."""
+    return outcome.state in (PortState.OPEN, PortState.CLOSED) or outcome.reason.startswith(
+        ("icmp", "unreachable")  # "unreachable (EHOSTUNREACH)": the connect scan's ICMP answer
+    )
+
+
+def _run_engine(
+    engine: Engine, specs: list[ProbeSpec], limits: ScanLimits, stop: threading.Event
+) -> dict[ProbeSpec, ProbeOutcome]:
+    results: dict[ProbeSpec, ProbeOutcome] = {}
+    if not specs:
+        return results
+    for outcome in engine(specs, limits, stop):
+        results[outcome.spec] = outcome
+    return results
+
+
+def _confirm(name: str, address: str, port: int, source: str, timeout_s: float) -> handshake.HandshakeResult:
+    if name == "tcpstore-ping":
+        return handshake.tcpstore_ping(address, port, source=source, timeout_s=timeout_s)
+    if name == "http-get-root":
+        return handshake.http_get_root(address, port, source=source, timeout_s=timeout_s)
+    return handshake.HandshakeResult(False, f"unknown handshake {name!r}")
+
+
+def execute(
+    plan: Plan,
+    limits: ScanLimits,
+    engines: dict[Method, Engine],
+    stop: threading.Event,
+    handshake_timeout_s: float,
+) -> Execution:
+    by_method: dict[Method, list[ProbeSpec]] = {Method.SYN: [], Method.CONNECT: []}
+    for probe in plan.probes:
+        if probe.method in by_method:
+            by_method[probe.method].append(probe.spec)
+    outcomes: dict[ProbeSpec, ProbeOutcome] = {}
+    for method, specs in by_method.items():
+        if not stop.is_set():
+            outcomes.update(_run_engine(engines[method], specs, limits, stop))
+    verified = {(spec.source, spec.address) for spec, outcome in outcomes.items() if _is_answer(outcome)}
+    # Canaries: a path where something timed out and nothing answered gets one more probe to
+    # a port that should answer (a non-PyTorch listener, else a closed port), so "filtered"
+    # means "a filter", not "this source's packets go nowhere".
+    silent = {
+        (spec.source, spec.address)
+        for spec, outcome in outcomes.items()
+        if outcome.state is PortState.FILTERED
+    } - verified
+    canary_specs = [
+        ProbeSpec(source, address, plan.canary_ports[(source, address)])
+        for source, address in sorted(silent)
+        if (source, address) in plan.canary_ports
+    ]
+    canary_outcomes: dict[ProbeSpec, ProbeOutcome] = {}
+    if canary_specs and not stop.is_set():
+        canary_outcomes = _run_engine(engines[Method.SYN], canary_specs, limits, stop)
+    verified |= {
+        (spec.source, spec.address) for spec, outcome in canary_outcomes.items() if _is_answer(outcome)
+    }
+    sent = sum(outcome.syns_sent for outcome in (*outcomes.values(), *canary_outcomes.values()))
+
+    confirmations = _handshakes(plan, outcomes, handshake_timeout_s, stop)
+    attempts: dict[int, list[Attempt]] = {}
+    for probe in plan.probes:
+        attempts.setdefault(probe.endpoint, []).append(
+            _attempt(probe, outcomes.get(probe.spec), plan, verified, confirmations, stop)
+        )
+    endpoints = tuple(
+        replace(endpoint, attempts=tuple(attempts.get(index, ())))
+        for index, endpoint in enumerate(plan.endpoints)
+    )
+    return Execution(endpoints, sent, stop.is_set())
+
+
+def _handshakes(
+    plan: Plan,
+    outcomes: dict[ProbeSpec, ProbeOutcome],
+    timeout_s: float,
+    stop: threading.Event,
+) -> dict[ProbeSpec, handshake.HandshakeResult]:
+    """One handshake per open endpoint that may have one, from the first source that reached
+    it, preferring a source outside the intended subnets and a path that leaves the host."""
+    chosen: list[tuple[ProbeSpec, str]] = []
+    for index, name in sorted(plan.handshakes.items()):
+        candidates = [
+            probe.spec
+            for probe in plan.probes
+            if probe.endpoint == index
+            and (outcome := outcomes.get(probe.spec)) is not None
+            and outcome.state is PortState.OPEN
+        ]
+        if not candidates:
+            continue
+        candidates.sort(key=lambda spec: (spec.address in plan.local_addresses, spec.source))
+        chosen.append((candidates[0], name))
+    if not chosen or stop.is_set():
+        return {}
+    with ThreadPoolExecutor(max_workers=min(_HANDSHAKE_WORKERS, len(chosen))) as pool:
+        futures = {
+            spec: pool.submit(_confirm, name, spec.address, spec.port, spec.source, timeout_s)
+            for spec, name in chosen
+        }
+        return {spec: future.result() for spec, future in futures.items()}
+
+
+def _attempt(
+    probe: PlannedProbe,
+    outcome: ProbeOutcome | None,
+    plan: Plan,
+    verified: set[tuple[str, str]],
+    confirmations: dict[ProbeSpec, handshake.HandshakeResult],
+    stop: threading.Event,
+) -> Attempt:
+    spec = probe.spec
+    is_local = spec.address in plan.local_addresses or ipaddress.ip_address(spec.address).is_loopback
+    if probe.method is Method.NONE:
+        return Attempt(
+            spec.source,
+            PortState.NOT_TESTED,
+            Method.NONE,
+            probe.reason or "not tested",
+            None,
+            is_local,
+            False,
+        )
+    if outcome is None:
+        reason = "interrupted" if stop.is_set() else "no outcome"
+        return Attempt(spec.source, PortState.NOT_TESTED, probe.method, reason, None, is_local, False)
+    confirmation = confirmations.get(spec)
+    return Attempt(
+        source=spec.source,
+        state=outcome.state,
+        method=probe.method if outcome.syns_sent else Method.NONE,
+        reason=outcome.reason,
+        rtt_ms=None if outcome.rtt_s is None else round(outcome.rtt_s * 1000, 3),
+        is_local_path=is_local,
+        is_path_verified=(spec.source, spec.address) in verified,
+        confirmed=None if confirmation is None else confirmation.confirmed,
+        detail=None if confirmation is None else confirmation.detail,
+    )
