@@ -26,14 +26,18 @@ from netaudit import (
     inventory,
     inventory_json,
     netlink,
+    peers,
     plan,
     policy,
+    scan_outputs,
     scanrun,
     targets,
     vantage,
 )
 from netaudit.config import Config, ScanSettings
 from netaudit.environment import Environment
+from netaudit.fanout import gather
+from netaudit.fanout.results import NodeFailure
 from netaudit.models import (
     Attempt,
     BindScope,
@@ -140,7 +144,11 @@ def load_inventories(paths: Sequence[str], env: Environment) -> list[Inventory]:
             data = json.loads(text)
         except json.JSONDecodeError as error:
             raise inventory_json.InventoryError(f"{name}: not JSON: {error}") from None
-        loaded.append(inventory_json.from_json(data, name))
+        # A list is a bundle: what the central run of a fan-out sends its scanning peers.
+        documents = data if isinstance(data, list) else [data]
+        for index, document in enumerate(documents):
+            label = f"{name}[{index}]" if isinstance(data, list) else name
+            loaded.append(inventory_json.from_json(document, label))
     return loaded
 
 
@@ -248,8 +256,9 @@ def _local_audit(
 
 
 def _silent_hosts(endpoints: Sequence[Endpoint], max_age_s: float) -> list[str]:
-    """Hosts that no source got any answer from. With a fresh inventory the host is known to
-    be up, so its silence is a filter, not a gap; without one it may be down."""
+    """Names of hosts no source got any answer from (see _silent_message)."""
+    # With a fresh inventory the host is known to be up, so its silence is a filter, not a
+    # gap; without one it may be down.
     by_host: dict[str, list[Endpoint]] = {}
     for endpoint in endpoints:
         by_host.setdefault(endpoint.host, []).append(endpoint)
@@ -260,8 +269,12 @@ def _silent_hosts(endpoints: Sequence[Endpoint], max_age_s: float) -> list[str]:
             continue
         if any(plan.is_fresh(e, max_age_s) for e in members):
             continue
-        silent.append(f"{host}: no answer from any source (down, unreachable, or dropping everything)")
+        silent.append(host)
     return silent
+
+
+def _silent_message(host: str) -> str:
+    return f"{host}: no answer from any source (down, unreachable, or dropping everything)"
 
 
 def _dry_run(the_plan: plan.Plan) -> tuple[Endpoint, ...]:
@@ -308,6 +321,7 @@ def _scan(
     host = socket.gethostname()
     mode = "dry-run" if args.dry_run else ("syn" if is_raw else "connect")
     findings: tuple[Finding, ...] = ()
+    failed_hosts = [target.host for target in target_set.unresolved]
     if args.dry_run:
         endpoints = _dry_run(the_plan)
         probes_sent, interrupted = 0, False
@@ -321,7 +335,9 @@ def _scan(
             Method.CONNECT: connectscan.connect_scan,
         }
         with _stop_on_sigint(stop):
-            execution = scanrun.execute(the_plan, found.limits, engines, stop, found.scan.timeout_s * 2)
+            execution = scanrun.execute(
+                the_plan, found.limits, engines, stop, found.scan.timeout_s * 2, vantage=host
+            )
         endpoints = execution.endpoints
         probes_sent, interrupted = execution.probes_sent, execution.is_interrupted
         rules_policy = policy.Policy(found.scan.trust_scope, config.exceptions, now.date(), host)
@@ -334,7 +350,9 @@ def _scan(
         if not_tested:
             reasons = sorted({a.reason for a in not_tested})
             incomplete.append(f"{len(not_tested)} attempts not tested: {'; '.join(reasons[:3])}")
-        incomplete += _silent_hosts(endpoints, found.scan.max_inventory_age_s)
+        silent = _silent_hosts(endpoints, found.scan.max_inventory_age_s)
+        incomplete += [_silent_message(name) for name in silent]
+        failed_hosts += silent
     if not sources:
         incomplete.append("this host has no source address that is neither loopback nor link-local")
     notes = list(the_plan.notes)
@@ -361,6 +379,7 @@ def _scan(
         duration_s=round(time.monotonic() - started, 3),
         probes_sent=probes_sent,
         is_interrupted=interrupted,
+        failed_hosts=tuple(sorted(set(failed_hosts))),
     )
 
 
@@ -387,13 +406,20 @@ class _stop_on_sigint:  # a context manager named like the function it reads as
 
 
 def exit_status(report: Report) -> ExitStatus:
+    """With --baseline only news counts: a new failing finding (1), a new incomplete item (3).
+    The metrics and verdicts still carry the whole state."""
     if report.mode == "dry-run":
         return ExitStatus.OK  # a plan was printed; nothing was inspected, nothing failed
     if report.is_interrupted:
         return ExitStatus.INTERRUPTED
-    if policy.failing(report.findings, report.fail_on):
+    findings = report.findings
+    incomplete: tuple[str, ...] = report.incomplete
+    if report.changes is not None:
+        findings = tuple(f for f in findings if f.baseline_state == "new")
+        incomplete = report.changes.new_failures
+    if policy.failing(findings, report.fail_on):
         return ExitStatus.FINDINGS
-    if report.incomplete:
+    if incomplete:
         return ExitStatus.INCOMPLETE
     return ExitStatus.OK
 
@@ -413,20 +439,39 @@ def render(report: Report, fmt: str) -> str:
         return junit.to_junit(report)
     from netaudit.report import report_table
 
-    return report_table.render(report)
+    return report_table.render_changes(report)
 
 
 def run(args: argparse.Namespace, config: Config, fmt: str, env: Environment) -> ExitStatus:
     started = time.monotonic()
     now = datetime.now(UTC)
     found = settings(args, config)
+    sinks = scan_outputs.Sinks.from_config(args, config)  # checked before anything is sent
     signatures = cmd_probe.load_signatures(args, config)
     inventories = load_inventories(args.inventory, env)
-    if not found.targets and not inventories:
+    failures: list[NodeFailure] = []
+    if config.fanout.method and not args.dry_run:
+        gathered, failures = gather.inventories(config.fanout, env.environ)
+        inventories += gathered
+    if not found.targets and not inventories and not failures:
         report = _local_audit(args, config, found, signatures, started, now)
     else:
         report = _scan(args, config, found, signatures, inventories, started, now, env)
+    if failures:
+        report = replace(
+            report,
+            incomplete=(*report.incomplete, *(failure.text for failure in failures)),
+            failed_hosts=tuple(sorted({*report.failed_hosts, *(failure.node for failure in failures)})),
+        )
+    if config.fanout.scan_from and not args.dry_run:
+        report = peers.merge(report, peers.scan(config, found, inventories))
     report = replace(report, duration_s=round(time.monotonic() - started, 3))
-    env.stdout.write(render(report, fmt))
+    report = sinks.apply_baseline(report)
+    status = exit_status(report)
+    sinks.write(
+        report, status, hosts=sorted({inv.host for inv in inventories} | {e.host for e in report.endpoints})
+    )
+    text = render(report, fmt)
+    env.stdout.write(text)
     env.stdout.flush()
-    return exit_status(report)
+    return status

@@ -61,6 +61,7 @@ class FanoutSettings:
     timeout_s: float = 120.0
     command: str | None = None
     remote_command: str = "netaudit probe --format json"
+    remote_scan_command: str = "netaudit scan"
     ssh_options: tuple[str, ...] = ()
     topology: str | None = None  # ClusterShell topology.conf: tree mode through gateways
     srun_options: tuple[str, ...] = ()
@@ -184,6 +185,7 @@ def _fanout(table: Table | None) -> FanoutSettings:
         timeout_s=table.number("timeout_s", 1, 86400) or base.timeout_s,
         command=table.get("command", str),
         remote_command=table.get("remote_command", str) or base.remote_command,
+        remote_scan_command=table.get("remote_scan_command", str) or base.remote_scan_command,
         ssh_options=table.strings("ssh_options", allow_empty=True) or (),
         topology=table.get("topology", str),
         srun_options=table.strings("srun_options", allow_empty=True) or (),

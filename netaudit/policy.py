@@ -108,6 +108,7 @@ def _base(
         remediation=fix,
         doc=RULES[rule_id].doc,
         evidence=tuple(evidence),
+        vantage=attempt.vantage if attempt else "",
     )
 
 

@@ -62,6 +62,7 @@ def execute(
     engines: dict[Method, Engine],
     stop: threading.Event,
     handshake_timeout_s: float,
+    vantage: str = "",
 ) -> Execution:
     by_method: dict[Method, list[ProbeSpec]] = {Method.SYN: [], Method.CONNECT: []}
     for probe in plan.probes:
@@ -97,7 +98,10 @@ def execute(
     attempts: dict[int, list[Attempt]] = {}
     for probe in plan.probes:
         attempts.setdefault(probe.endpoint, []).append(
-            _attempt(probe, outcomes.get(probe.spec), plan, verified, confirmations, stop)
+            replace(
+                _attempt(probe, outcomes.get(probe.spec), plan, verified, confirmations, stop),
+                vantage=vantage,
+            )
         )
     endpoints = tuple(
         replace(endpoint, attempts=tuple(attempts.get(index, ())))

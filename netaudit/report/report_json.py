@@ -42,6 +42,8 @@ def finding_json(finding: Finding) -> dict[str, Any]:
         "accepted": None
         if finding.accepted is None
         else {"reason": finding.accepted, "until": finding.accepted_until},
+        "vantage": finding.vantage,
+        "baseline_state": finding.baseline_state,
     }
 
 
@@ -56,6 +58,7 @@ def _attempt(attempt: Attempt) -> dict[str, Any]:
         "is_path_verified": attempt.is_path_verified,
         "confirmed": attempt.confirmed,
         "detail": attempt.detail,
+        "vantage": attempt.vantage,
     }
 
 
@@ -72,12 +75,18 @@ def _endpoint(endpoint: Endpoint) -> dict[str, Any]:
         "service": found.service if found else None,
         "variant": found.variant if found else None,
         "confidence": found.confidence.value if found else None,
+        "signature": found.signature if found else None,
+        "risk": found.risk.value if found else None,
+        "connect_safe": found.is_connect_safe if found else False,
+        "handshake": found.handshake if found else None,
+        "evidence": list(found.evidence) if found else [],
         "do_not_touch": found.is_do_not_touch if found else False,
         "inventory_age_s": None if endpoint.inventory_age_s is None else round(endpoint.inventory_age_s, 3),
         "listener": None
         if listener is None
         else {
             "bind": listener.endpoint,
+            "bind_address": listener.address,
             "netns": listener.netns,
             "pid": listener.pid,
             "process_name": process.name if process else None,
@@ -131,6 +140,17 @@ def to_json(report: Report) -> dict[str, Any]:
         "findings": [finding_json(finding) for finding in report.findings],
         "endpoints": [_endpoint(endpoint) for endpoint in report.endpoints],
         "incomplete": list(report.incomplete),
+        "failed_hosts": list(report.failed_hosts),
         "notes": list(report.notes),
+        "changes": None
+        if report.changes is None
+        else {
+            "is_first_run": report.changes.is_first_run,
+            "new": list(report.changes.new),
+            "unchanged": list(report.changes.unchanged),
+            "resolved": list(report.changes.resolved),
+            "new_failures": list(report.changes.new_failures),
+            "resolved_failures": list(report.changes.resolved_failures),
+        },
         "summary": summary(report),
     }

@@ -47,6 +47,51 @@ def _finding_rows(findings: tuple[Finding, ...]) -> list[list[str]]:
     return rows
 
 
+def render_changes(report: Report) -> str:
+    """With --baseline: only what changed, and nothing at all when nothing did, so cron mails
+    only news."""
+    changes = report.changes
+    if changes is None:
+        return render(report)
+    new = [f for f in report.findings if f.baseline_state == "new"]
+    if not new and not changes.resolved and not changes.new_failures and not changes.resolved_failures:
+        return ""
+    lines = [
+        f"netaudit scan · host {report.vantage_host} · {timestamp(report.generated_at)} · changes since "
+        + ("nothing (first run)" if changes.is_first_run else "the last run")
+        + f": {len(changes.new)} new, {len(changes.resolved)} resolved, "
+        f"{len(changes.new_failures)} new failures, {len(changes.resolved_failures)} failures resolved",
+        "",
+    ]
+    if new:
+        lines.append("NEW FINDINGS")
+        lines.append(
+            tabulate(
+                _finding_rows(tuple(new)),
+                headers=["severity", "rule", "host", "endpoint", "service", "from", "state", "confirmed"],
+                tablefmt="simple",
+            )
+        )
+        fixes = {f"{f.rule_id} {f.service}": f"{f.remediation} ({f.doc})" for f in new}
+        lines += [f"fix {key}: {fix}" for key, fix in fixes.items()]
+        lines.append("")
+    if changes.resolved:
+        lines.append("RESOLVED (rule|host|service|family|network)")
+        lines += [f"  {key}" for key in changes.resolved]
+        lines.append("")
+    if changes.new_failures:
+        lines.append("NEW FAILURES")
+        lines += [f"  - {item}" for item in changes.new_failures]
+        lines.append("")
+    if changes.resolved_failures:
+        lines.append("FAILURES RESOLVED")
+        lines += [f"  - {item}" for item in changes.resolved_failures]
+        lines.append("")
+    active = sum(1 for f in report.findings if f.accepted is None)
+    lines.append(f"still open: {active} findings, {len(report.incomplete)} incomplete items")
+    return "\n".join(lines) + "\n"
+
+
 def render(report: Report) -> str:
     lines: list[str] = []
     counts = summary(report)

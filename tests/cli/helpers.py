@@ -26,9 +26,7 @@ class TtyStringIO(io.StringIO):
         return True
 
 
-def run(
-    *argv: str, tty: bool = False, environ: dict[str, str] | None = None, stdin: str = ""
-) -> Result:
+def run(*argv: str, tty: bool = False, environ: dict[str, str] | None = None, stdin: str = "") -> Result:
     stdout = TtyStringIO() if tty else io.StringIO()
     stderr = io.StringIO()
     env = Environment(stdout=stdout, stderr=stderr, stdin=io.StringIO(stdin), environ=environ or {})

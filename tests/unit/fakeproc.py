@@ -40,9 +40,7 @@ class FakeProc:
         (base / "comm").write_text(comm + "\n")
         (base / "cmdline").write_bytes(b"\0".join(arg.encode() for arg in cmdline) + b"\0")
         env = environ or {}
-        (base / "environ").write_bytes(
-            b"".join(f"{k}={v}".encode() + b"\0" for k, v in env.items())
-        )
+        (base / "environ").write_bytes(b"".join(f"{k}={v}".encode() + b"\0" for k, v in env.items()))
         (base / "stat").write_text(
             f"{pid} ({comm}) S {ppid} {pid} {pid} 0 -1 4194560 100 0 0 0 1 1 0 0 20 0 1 0 1000 "
             "1000000 100 18446744073709551615 0 0 0 0 0 0 0 0 0 0 0 0 17 0 0 0 0 0 0 0 0 0 0 0 0 0 0\n"
@@ -67,9 +65,7 @@ class FakeProc:
         if not first.exists():
             first.mkdir(parents=True)
             (first / "comm").write_text(comm + "\n")
-        (first / "children").write_text(
-            " ".join(str(c) for c in children) + (" " if children else "")
-        )
+        (first / "children").write_text(" ".join(str(c) for c in children) + (" " if children else ""))
         for fd, inode in enumerate(sockets, start=3):
             os.symlink(f"socket:[{inode}]", base / "fd" / str(fd))
         if torch_version is not None:

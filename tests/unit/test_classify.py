@@ -188,9 +188,7 @@ def test_a_vanished_process_is_gone_not_an_error(proc: FakeProc, tmp_path: Path)
     proc.process(1100, maps=torch_maps(), threads={"pt_tcpstore_uv": 1})
     cache = FactsCache(str(proc.root))
     items = [listener(46000, 1100), listener(46001, 1101)]  # 1101 exited before we looked
-    scopes = {
-        i: bindscope.scope_of(x.family, x.address, x.v6only, False) for i, x in enumerate(items)
-    }
+    scopes = {i: bindscope.scope_of(x.family, x.address, x.v6only, False) for i, x in enumerate(items)}
     context = classify.ListenerContext(scopes, {NETNS: SOMAXCONN})
     facts = {1100: cache.get(1100), 1101: cache.get(1101)}
     found, vanished = classify.classify(items, signatures.load(), facts, context)

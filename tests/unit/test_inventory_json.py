@@ -113,9 +113,7 @@ def _mutated(path: list[Any], value: Any) -> dict[str, Any]:
         (["listeners"], {"a": 1}, "listeners: expected a list"),
     ],
 )
-def test_hostile_inventories_are_refused_with_the_field(
-    path: list[Any], value: Any, message: str
-) -> None:
+def test_hostile_inventories_are_refused_with_the_field(path: list[Any], value: Any, message: str) -> None:
     with pytest.raises(InventoryError) as error:
         inventory_json.from_json(_mutated(path, value), "bad.json")
     assert str(error.value).startswith("bad.json: ")

@@ -69,9 +69,7 @@ def test_environ_keeps_only_the_allowlist() -> None:
 
 
 def test_identity_prefers_environment_and_inherits_run_id() -> None:
-    job = jobid.identity(
-        {"RANK": "3", "WORLD_SIZE": "8", "MASTER_PORT": "x"}, "55", "2.13.0", "run-1"
-    )
+    job = jobid.identity({"RANK": "3", "WORLD_SIZE": "8", "MASTER_PORT": "x"}, "55", "2.13.0", "run-1")
     assert (job.slurm_job_id, job.rank, job.world_size, job.master_port) == ("55", 3, 8, None)
     assert job.torchelastic_run_id == "run-1" and job.torch_version == "2.13.0"
 

@@ -19,9 +19,7 @@ def root(tmp_path: Path) -> Path:
 
 
 def test_reads_a_regular_file(root: Path) -> None:
-    assert safeio.read_user_file(str(root), "/site/torch/version.py", 1024).startswith(
-        b"__version__"
-    )
+    assert safeio.read_user_file(str(root), "/site/torch/version.py", 1024).startswith(b"__version__")
 
 
 def test_refuses_a_symlinked_file(root: Path) -> None:

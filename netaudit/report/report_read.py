@@ -1,0 +1,222 @@
+"""Read a report back from JSON: the central run of a fan-out scan merges the reports its
+peers produced (fanout.scan_from). Peers are nodes of the cluster, so their output is checked
+like any other input; what the central run needs is rebuilt, the rest is ignored."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+
+from netaudit.models import (
+    Attempt,
+    Classification,
+    Confidence,
+    Endpoint,
+    Family,
+    Finding,
+    JobIdentity,
+    Listener,
+    ListenerSource,
+    Method,
+    PortState,
+    ProcessInfo,
+    Report,
+    Severity,
+    VantageSource,
+)
+from netaudit.typedread import InputError, Table
+
+KIND = "netaudit.report"
+_INT_FIELDS = ("rank", "local_rank", "world_size", "master_port")
+
+
+class ReportError(InputError):
+    pass
+
+
+def _enum(table: Table, key: str, enum: Any, nullable: bool = False) -> Any:
+    value = table.choice(key, tuple(item.value for item in enum), required=not nullable)
+    return None if value is None else enum(value)
+
+
+def _job(table: Table, key: str) -> JobIdentity | None:
+    if table.get(key, dict, nullable=True) is None:
+        return None
+    sub = table.required_sub(key)
+    job = JobIdentity(
+        **{n: sub.get(n, int if n in _INT_FIELDS else str, nullable=True) for n in JobIdentity.__slots__}
+    )
+    sub.finish()
+    return job
+
+
+def _finding(table: Table, vantage: str) -> Finding:
+    process = table.required_sub("process")
+    accepted = table.sub("accepted") if table.get("accepted", dict, nullable=True) else None
+    finding = Finding(
+        rule_id=table.get("rule_id", str, required=True),
+        title=table.get("title", str, required=True),
+        severity=_enum(table, "severity", Severity),
+        service=table.get("service", str, required=True),
+        variant=table.get("variant", str, nullable=True),
+        host=table.get("host", str, required=True),
+        address=table.get("address", str, required=True),
+        family=_enum(table, "family", Family),
+        port=table.integer("port", 1, 65535, required=True) or 0,
+        source=table.get("source", str, required=True),
+        source_network=table.get("source_network", str, required=True),
+        state=_enum(table, "state", PortState),
+        confirmed=table.get("confirmed", bool, nullable=True),
+        pid=process.integer("pid", 1, 2**32, nullable=True),
+        process_name=process.get("name", str, nullable=True),
+        user=process.get("user", str, nullable=True),
+        job=_job(table, "job"),
+        remediation=table.get("remediation", str, required=True),
+        doc=table.get("doc", str, required=True),
+        evidence=table.strings("evidence", required=True, allow_empty=True) or (),
+        accepted=accepted.get("reason", str, required=True) if accepted else None,
+        accepted_until=accepted.get("until", str, nullable=True) if accepted else None,
+        vantage=table.get("vantage", str, nullable=True) or vantage,
+        baseline_state=table.get("baseline_state", str, nullable=True),
+    )
+    process.finish()
+    if accepted:
+        accepted.finish()
+    table.finish()
+    return finding
+
+
+def _attempt(table: Table, vantage: str) -> Attempt:
+    attempt = Attempt(
+        source=table.get("source", str, required=True),
+        state=_enum(table, "state", PortState),
+        method=_enum(table, "method", Method),
+        reason=table.get("reason", str, required=True),
+        rtt_ms=table.get("rtt_ms", float, nullable=True),
+        is_local_path=table.get("is_local_path", bool, required=True),
+        is_path_verified=table.get("is_path_verified", bool, required=True),
+        confirmed=table.get("confirmed", bool, nullable=True),
+        detail=table.get("detail", str, nullable=True),
+        vantage=table.get("vantage", str, nullable=True) or vantage,
+    )
+    table.finish()
+    return attempt
+
+
+def _listener(table: Table, port: int, family: Family) -> Listener | None:
+    """The part of the inventory's listener a report carries: enough for policy and output."""
+    if table.get("listener", dict, nullable=True) is None:
+        for key in ("service", "variant", "confidence", "signature", "risk", "handshake"):
+            table.get(key, str, nullable=True)
+        table.strings("evidence", allow_empty=True)
+        for key in ("connect_safe", "do_not_touch"):
+            table.get(key, bool)
+        return None
+    sub = table.required_sub("listener")
+    pid = sub.integer("pid", 1, 2**32, nullable=True)
+    job = _job(sub, "job")
+    name, user = sub.get("process_name", str, nullable=True), sub.get("user", str, nullable=True)
+    process = None
+    if pid is not None:
+        process = ProcessInfo(
+            pid, None, name or "?", None, user, (), None, (), (), (), None, job or JobIdentity()
+        )
+    service = table.get("service", str, nullable=True)
+    classification = None
+    if service is not None:
+        classification = Classification(
+            signature=table.get("signature", str, required=True),
+            service=service,
+            variant=table.get("variant", str, nullable=True),
+            confidence=_enum(table, "confidence", Confidence),
+            evidence=table.strings("evidence", required=True, allow_empty=True) or (),
+            risk=_enum(table, "risk", Severity),
+            is_do_not_touch=table.get("do_not_touch", bool, required=True),
+            is_connect_safe=table.get("connect_safe", bool, required=True),
+            handshake=table.get("handshake", str, nullable=True),
+        )
+    sub.get("bind", str)
+    listener = Listener(
+        netns=sub.integer("netns", 0, 2**64, required=True) or 0, family=family,
+        address=sub.get("bind_address", str, required=True), port=port, inode=0,
+        source=ListenerSource.NETLINK, v6only=None, backlog=None, uid=None, pid=pid,
+        pids=(pid,) if pid else (), process=process, classification=classification,
+    )  # fmt: skip
+    sub.finish()
+    return listener
+
+
+def _endpoint(table: Table, vantage: str) -> Endpoint:
+    family = _enum(table, "family", Family)
+    port = table.integer("port", 1, 65535, required=True) or 0
+    endpoint = Endpoint(
+        host=table.get("host", str, required=True),
+        address=table.get("address", str, required=True),
+        family=family,
+        port=port,
+        listener=_listener(table, port, family),
+        inventory_age_s=table.get("inventory_age_s", float, nullable=True),
+        is_outside_address=table.get("is_outside_address", bool, required=True),
+        attempts=tuple(_attempt(t, vantage) for t in table.tables("attempts", required=True)),
+    )
+    table.finish()
+    return endpoint
+
+
+def from_json(data: object, source: str) -> Report:
+    top = Table(source, "", data, ReportError)
+    if top.get("kind", str) != KIND:
+        top.fail("kind", f"not a netaudit report (expected {KIND!r})")
+    if top.get("schema_version", int, required=True) != 1:
+        top.fail("schema_version", "this netaudit reads 1")
+    vantage_table = top.required_sub("vantage")
+    host = vantage_table.get("host", str, required=True)
+    sources = []
+    for item in vantage_table.tables("sources", required=True):
+        sources.append(
+            VantageSource(
+                address=item.get("address", str, required=True),
+                interface=item.get("interface", str, nullable=True),
+                network=item.get("network", str, required=True),
+                is_inside=item.get("is_inside", bool, required=True),
+            )
+        )
+        item.finish()
+    mode = vantage_table.get("mode", str, required=True)
+    vantage_table.finish()
+    text = top.get("generated_at", str, required=True)
+    try:
+        generated_at = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        top.fail("generated_at", f"{text!r} is not an ISO 8601 time")
+    summary = top.required_sub("summary")
+    report = Report(
+        generated_at=generated_at,
+        netaudit_version=top.get("netaudit_version", str, required=True),
+        vantage_host=host,
+        mode=mode,
+        sources=tuple(sources),
+        intended_subnets=top.strings("intended_subnets", required=True, allow_empty=True) or (),
+        trust_scope=top.get("trust_scope", str, required=True),
+        fail_on=_enum(top, "fail_on", Severity),
+        findings=tuple(_finding(t, host) for t in top.tables("findings", required=True)),
+        endpoints=tuple(_endpoint(t, host) for t in top.tables("endpoints", required=True)),
+        incomplete=top.strings("incomplete", required=True, allow_empty=True) or (),
+        notes=top.strings("notes", required=True, allow_empty=True) or (),
+        duration_s=summary.get("duration_s", float) or 0.0,
+        probes_sent=summary.get("probes_sent", int) or 0,
+        is_interrupted=bool(summary.get("is_interrupted", bool)),
+        failed_hosts=top.strings("failed_hosts", allow_empty=True) or (),
+    )
+    top.get("changes", dict, nullable=True)
+    top.finish()
+    return report
+
+
+def loads(text: bytes | str, source: str) -> Report:
+    try:
+        data = json.loads(text)
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ReportError(f"{source}: not JSON: {error}") from None
+    return from_json(data, source)

@@ -1,0 +1,83 @@
+"""Where a scan's results go besides stdout: the baseline (only news), Prometheus textfile
+metrics, syslog, and the per-node verdicts the prolog gate reads.
+
+Every destination is checked before the scan sends anything, so a typo in --textfile fails
+in a second (exit 2), not after an hour of scanning; and every file is replaced atomically,
+so neither a crash nor a full disk leaves a half-written state behind.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+from dataclasses import dataclass
+
+from netaudit import __version__, atomic, baseline, verdict
+from netaudit.config import Config
+from netaudit.models import Report
+from netaudit.report import prometheus, syslog_out
+from netaudit.status import ExitStatus
+from netaudit.typedread import InputError
+
+
+class OutputError(InputError):
+    pass
+
+
+def _check_directory(path: str, what: str) -> None:
+    problem = atomic.check_writable_directory(path)
+    if problem:
+        raise OutputError(f"{what}: {problem}")
+
+
+@dataclass(frozen=True, slots=True)
+class Sinks:
+    baseline_path: str | None
+    textfile_dir: str | None
+    syslog_socket: str | None
+    verdict_template: str | None
+
+    @classmethod
+    def from_config(cls, args: argparse.Namespace, config: Config) -> Sinks:
+        output = config.output
+        baseline_path = args.baseline or output.baseline
+        textfile_dir = args.textfile or output.textfile_dir
+        if baseline_path:
+            _check_directory(os.path.dirname(os.path.abspath(baseline_path)), "--baseline")
+            baseline.load(baseline_path)  # a corrupt or foreign baseline stops us now, untouched
+        if textfile_dir:
+            _check_directory(textfile_dir, "--textfile")
+        template = config.gate.verdict_path
+        if template and not args.dry_run:
+            _check_directory(
+                os.path.dirname(os.path.abspath(verdict.path_for(template, "x"))), "gate.verdict_path"
+            )
+        return cls(
+            baseline_path=None if args.dry_run else baseline_path,
+            textfile_dir=None if args.dry_run else textfile_dir,
+            syslog_socket=output.syslog_socket
+            if (args.syslog or output.syslog) and not args.dry_run
+            else None,
+            verdict_template=None if args.dry_run else template,
+        )
+
+    def apply_baseline(self, report: Report) -> Report:
+        """Mark findings new or unchanged and save the new state (only after a whole run: an
+        interrupted run must not make unfinished hosts look resolved)."""
+        if self.baseline_path is None:
+            return report
+        previous = baseline.load(self.baseline_path)
+        marked, state = baseline.compare(previous, report)
+        if not report.is_interrupted:
+            baseline.save(self.baseline_path, state, __version__, report.generated_at)
+        return marked
+
+    def write(self, report: Report, status: ExitStatus, hosts: list[str]) -> None:
+        if self.textfile_dir:
+            prometheus.write(self.textfile_dir, report, status)
+        if self.verdict_template and not report.is_interrupted:
+            verdict.write_all(self.verdict_template, report, hosts)
+        if self.syslog_socket:
+            with contextlib.suppress(OSError):  # no syslog daemon: the report still stands
+                syslog_out.send(report, self.syslog_socket)

@@ -1,0 +1,142 @@
+"""`netaudit scan` and `netaudit gate` streams and exit statuses that need no network."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+from netaudit import inventory_json
+from tests.cli.helpers import run
+from tests.unit.test_inventory_json import sample
+
+
+def write_inventory(path: Path, **changes: object) -> Path:
+    document = inventory_json.to_json(sample())
+    document.update(changes)
+    path.write_text(json.dumps(document))
+    return path
+
+
+def test_local_audit_says_proof_needs_a_peer() -> None:
+    result = run("scan", "--format", "json")
+    report = result.json()
+    assert report["vantage"]["mode"] == "local"
+    assert report["vantage"]["sources"] == []
+    assert any("proving what is reachable needs a peer" in note for note in report["notes"])
+    assert result.status in (0, 3)
+    assert (result.status == 3) == bool(report["incomplete"])
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (("scan", "--inventory", "/nonexistent.json", "198.18.0.1"), "/nonexistent.json: cannot read"),
+        (("scan", "10.0.0.0/8", "--dry-run"), "more than the limit of 65536"),
+        (("scan", "not a host!", "--dry-run"), "'not a host!' is not a host name"),
+        (("scan", "node[1-", "--dry-run"), "is not a hostlist expression"),
+        (
+            ("scan", "198.18.0.1", "--source", "nosuchif0", "--dry-run"),
+            "--source nosuchif0: no such interface",
+        ),
+        (("scan", "198.18.0.1", "--source", "198.18.99.99", "--dry-run"), "not an address of this host"),
+        (("scan", "198.18.0.1", "--port", "70000", "--dry-run"), "--port 70000"),
+        (("scan", "198.18.0.1", "--rate", "0", "--dry-run"), "rate_per_s must be positive"),
+        (("scan", "--textfile", "/nonexistent-dir"), "--textfile: /nonexistent-dir: not a directory"),
+    ],
+)
+def test_scan_usage_errors(argv: tuple[str, ...], message: str) -> None:
+    result = run(*argv)
+    assert result.status == 2, result.stderr
+    assert message in result.stderr and result.stdout == ""
+    assert result.stderr.count("\n") == 1
+
+
+def test_inventories_need_a_scope(tmp_path: Path) -> None:
+    path = write_inventory(tmp_path / "n.json")
+    result = run("scan", "--inventory", str(path))
+    assert result.status == 2 and "inventories need a target scope" in result.stderr
+
+
+def test_foreign_inventory_is_refused_before_anything_is_sent(tmp_path: Path) -> None:
+    path = tmp_path / "n.json"
+    path.write_text(json.dumps({"kind": "netaudit.report", "schema_version": 1}))
+    result = run("scan", "--inventory", str(path), "198.18.0.1")
+    assert result.status == 2 and f"{path}: kind: not a netaudit inventory" in result.stderr
+
+
+def test_inventory_bundle_on_stdin_and_dry_run_plan(tmp_path: Path) -> None:
+    bundle = json.dumps([inventory_json.to_json(sample())])
+    result = run(
+        "scan",
+        "--inventory",
+        "-",
+        "198.18.0.0/24",
+        "198.51.100.0/24",
+        "--dry-run",
+        "--format",
+        "json",
+        stdin=bundle,
+    )
+    assert result.status == 0, result.stderr
+    report = result.json()
+    assert report["vantage"]["mode"] == "dry-run" and report["summary"]["probes_sent"] == 0
+    # the store answers on the namespace's one routable address; the rest of the /24s get the
+    # default ports, and every attempt says what would be sent
+    addresses = {(e["address"], e["port"]) for e in report["endpoints"] if e["service"]}
+    assert addresses == {("198.18.0.1", 29500)}
+    plain = [e for e in report["endpoints"] if e["service"] is None]
+    assert {e["port"] for e in plain} == {29500, 29400, 25999, 28028}
+    assert len(plain) == (254 - 1 + 254) * 4
+    # an inventory address outside the scope is not scanned, and the report says so
+    narrow = run("scan", "--inventory", "-", "198.51.100.0/30", "--dry-run", "--format", "json", stdin=bundle)
+    assert not [e for e in narrow.json()["endpoints"] if e["service"]]
+    assert any("outside the target scope were not scanned: 198.18.0.1" in n for n in narrow.json()["notes"])
+
+
+def test_corrupt_baseline_stops_the_run_and_is_kept(tmp_path: Path) -> None:
+    path = tmp_path / "baseline.json"
+    path.write_text("{garbage")
+    result = run("scan", "198.18.0.1", "--baseline", str(path), "--dry-run")
+    assert result.status == 2 and "corrupt baseline" in result.stderr
+    assert path.read_text() == "{garbage"
+
+
+@pytest.mark.parametrize(("on_error", "status"), [("open", 0), ("closed", 1)])
+def test_gate_deadline_on_a_blocking_read(tmp_path: Path, on_error: str, status: int) -> None:
+    fifo = tmp_path / "verdict.json"
+    os.mkfifo(fifo)  # a read that blocks in the kernel: nobody ever writes
+    import time
+
+    started = time.monotonic()
+    result = run("gate", "--verdict", str(fifo), "--deadline-s", "1.0", "--on-error", on_error)
+    elapsed = time.monotonic() - started
+    assert elapsed < 2.5, elapsed
+    assert result.status == status
+    if on_error == "closed":
+        assert result.stdout.startswith("netaudit: gate error (closed): deadline of 1 s exceeded")
+    else:
+        assert result.stdout == "" and "passing the node because --on-error=open" in result.stderr
+
+
+def test_gate_runs_with_no_path_and_imports_nothing_heavy(tmp_path: Path) -> None:
+    import subprocess
+
+    probe = (
+        "import sys, runpy; sys.argv=['netaudit','gate']\n"
+        "try:\n    runpy.run_module('netaudit', run_name='__main__')\n"
+        "except SystemExit as e:\n    code = e.code\n"
+        "heavy = [m for m in ('scapy', 'asyncio', 'tabulate', 'ClusterShell', 'concurrent.futures') if m in sys.modules]\n"
+        "print('HEAVY', heavy, 'CODE', code)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe],
+        env={"PYTHONPATH": str(Path(__file__).parents[2])},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert "HEAVY [] CODE" in result.stdout, result.stdout + result.stderr

@@ -1,0 +1,87 @@
+"""Metrics parsed back with Prometheus's own parser, syslog lines, verdicts, SARIF, JUnit."""
+
+from __future__ import annotations
+
+import json
+import socket
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from netaudit import verdict
+from netaudit.models import BaselineChanges, PortState, Severity
+from netaudit.report import junit, prometheus, sarif, syslog_out
+from netaudit.status import ExitStatus
+from tests.unit.factories import finding, report
+
+
+def test_textfile_parses_back_with_the_prometheus_parser(tmp_path: Path) -> None:
+    current = report(
+        finding(), finding(rule_id="NA003", service="c10d-gloo", severity=Severity.HIGH, port=1),
+        finding(port=2, accepted="known", accepted_until="2027-01-01"),
+        incomplete=("node9: timed out",), failed_hosts=("node9",),
+    )  # fmt: skip
+    path = prometheus.write(str(tmp_path), current, ExitStatus.FINDINGS)
+    assert oct(Path(path).stat().st_mode & 0o777) == "0o644"
+    families = {f.name: f for f in text_string_to_metric_families(Path(path).read_text())}
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value for f in families.values() for s in f.samples
+    }
+    assert samples[("netaudit_findings", (("service", "tcpstore"), ("severity", "critical")))] == 1
+    assert samples[("netaudit_findings", (("service", "c10d-gloo"), ("severity", "high")))] == 1
+    assert samples[("netaudit_findings_accepted", ())] == 1
+    assert samples[("netaudit_last_run_exit_status", ())] == 1
+    assert samples[("netaudit_last_run_success", ())] == 0
+    assert samples[("netaudit_failed_hosts", ())] == 1
+    assert samples[("netaudit_last_run_timestamp_seconds", ())] == current.generated_at.timestamp()
+    assert not list(tmp_path.glob(".netaudit-*"))  # no temporary file left behind
+
+
+def test_syslog_reports_each_new_finding_once(tmp_path: Path) -> None:
+    address = str(tmp_path / "log.sock")
+    receiver = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    receiver.bind(address)
+    receiver.settimeout(2)
+    new, old = finding(baseline_state="new"), finding(port=9, baseline_state="unchanged")
+    changes = BaselineChanges(new=(new.baseline_key,), unchanged=(), resolved=("NA003|n|x|ipv4|net",),
+                              new_failures=(), resolved_failures=(), is_first_run=False)  # fmt: skip
+    syslog_out.send(report(new, old, changes=changes), address)
+    messages = []
+    try:
+        while True:
+            messages.append(receiver.recv(65536).decode())
+    except TimeoutError:
+        pass
+    finally:
+        receiver.close()
+    assert len(messages) == 3  # summary, the new finding, the resolved one
+    assert messages[0].startswith("<")  # a syslog priority
+    assert any("NA001 critical tcpstore node01 198.51.100.11:29500" in m for m in messages)
+    assert any("resolved: NA003|n|x|ipv4|net" in m for m in messages)
+
+
+def test_verdicts_list_only_unresolved_critical_exposures(tmp_path: Path) -> None:
+    current = report(finding(), finding(host="node02", severity=Severity.HIGH, rule_id="NA003", service="c10d-gloo"),
+                     finding(host="node03", accepted="ok", accepted_until="2027-01-01"))  # fmt: skip
+    paths = verdict.write_all(str(tmp_path / "%h.json"), current, ["node01", "node02", "node03", "node04"])
+    assert len(paths) == 4
+    assert verdict.read(str(tmp_path / "node01.json")).critical == (
+        "NA001 tcpstore 198.51.100.11:29500 from 203.0.113.10",
+    )
+    for clean in ("node02", "node03", "node04"):
+        assert verdict.read(str(tmp_path / f"{clean}.json")).critical == ()
+
+
+def test_sarif_and_junit_shapes() -> None:
+    current = report(finding(), finding(rule_id="NA010", severity=Severity.MEDIUM, state=PortState.FILTERED))
+    document = sarif.to_sarif(current)
+    run = document["runs"][0]
+    assert document["version"] == "2.1.0"
+    assert {rule["id"] for rule in run["tool"]["driver"]["rules"]} == {"NA001", "NA010"}
+    levels = sorted(result["level"] for result in run["results"])
+    assert levels == ["error", "warning"]
+    assert all(r["partialFingerprints"]["netauditKey/v1"].startswith("NA0") for r in run["results"])
+    root = ET.fromstring(junit.to_junit(report(incomplete=("node9: timed out",))))
+    assert root.get("tests") == "1" and root.get("errors") == "1"
+    assert json.dumps(document)  # serialisable
