@@ -62,11 +62,7 @@ def load(path: str) -> Baseline | None:
     except json.JSONDecodeError as error:
         raise BaselineError(f"{path}: corrupt baseline (not JSON: {error}); left as it is") from None
     top = Table(path, "", data, BaselineError)
-    if top.get("kind", str) != KIND:
-        top.fail("kind", f"not a netaudit baseline (expected {KIND!r}); left as it is")
-    version = top.get("schema_version", int, required=True)
-    if version != SCHEMA_VERSION:
-        top.fail("schema_version", f"baseline from another version ({version}); move it aside to start over")
+    top.header(KIND, SCHEMA_VERSION, "baseline", "left as it is; move it aside to start over")
     findings = top.get("findings", dict, required=True)
     failures = top.get("failures", dict, required=True)
     for name, table in (("findings", findings), ("failures", failures)):

@@ -181,14 +181,16 @@ def _str_map(table: Table, key: str) -> dict[str, Any]:
     return value  # type: ignore[no-any-return]
 
 
-def _read_job(table: Table | None) -> JobIdentity:
-    if table is None:
-        return JobIdentity()
+def read_job(table: Table, key: str) -> JobIdentity | None:
+    """The job identity under ``key`` (null allowed); shared with the report reader."""
+    if table.get(key, dict, nullable=True) is None:
+        return None
+    sub = table.required_sub(key)
     values: dict[str, Any] = {}
     for name in JobIdentity.__slots__:
         kind = int if name in ("rank", "local_rank", "world_size", "master_port") else str
-        values[name] = table.get(name, kind, nullable=True)
-    table.finish()
+        values[name] = sub.get(name, kind, nullable=True)
+    sub.finish()
     return JobIdentity(**values)
 
 
@@ -220,8 +222,7 @@ def _read_process(table: Table, job: JobIdentity) -> ProcessInfo:
 
 def _read_listener(table: Table) -> Listener:
     family = _enum(table, "family", Family)
-    job_table = table.sub("job") if table.get("job", dict, nullable=True) is not None else None
-    job = _read_job(job_table)
+    job = read_job(table, "job") or JobIdentity()
     process_table = table.get("process", dict, nullable=True)
     process = _read_process(table.required_sub("process"), job) if process_table is not None else None
     for key in ("process_name", "user"):
@@ -322,18 +323,8 @@ def _read_namespace(table: Table) -> NetNamespace:
 def from_json(data: object, source: str) -> Inventory:
     """An Inventory from parsed JSON, or InventoryError naming ``source`` and the field."""
     top = Table(source, "", data, InventoryError)
-    if top.get("kind", str) != KIND:
-        top.fail("kind", f"not a netaudit inventory (expected {KIND!r})")
-    version = top.get("schema_version", int, required=True)
-    if version != INVENTORY_SCHEMA_VERSION:
-        top.fail("schema_version", f"this netaudit reads {INVENTORY_SCHEMA_VERSION}, got {version}")
-    collected_text = top.get("collected_at", str, required=True)
-    try:
-        collected_at = datetime.fromisoformat(collected_text.replace("Z", "+00:00"))
-    except ValueError:
-        top.fail("collected_at", f"{collected_text!r} is not an ISO 8601 time")
-    if collected_at.tzinfo is None:
-        top.fail("collected_at", "needs a time zone (Z)")
+    top.header(KIND, INVENTORY_SCHEMA_VERSION, "inventory")
+    collected_at = top.timestamp("collected_at")
     listener_values = top.get("listeners", list, required=True)
     if len(listener_values) > _MAX_LISTENERS:
         top.fail("listeners", f"more than {_MAX_LISTENERS} listeners")

@@ -8,6 +8,7 @@ refused instead of silently ignored.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any, NoReturn
 
 
@@ -133,6 +134,26 @@ class Table:
         if value is not None and value not in choices:
             self.fail(key, f"expected one of {', '.join(sorted(choices))}, got {value!r}")
         return value  # type: ignore[no-any-return]
+
+    def header(self, kind: str, version: int, what: str, advice: str = "") -> None:
+        """Check the ``kind`` and ``schema_version`` every netaudit document starts with."""
+        tail = f"; {advice}" if advice else ""
+        if self.get("kind", str) != kind:
+            self.fail("kind", f"not a netaudit {what} (expected {kind!r}){tail}")
+        found = self.get("schema_version", int, required=True)
+        if found != version:
+            self.fail("schema_version", f"this netaudit reads {version}, got {found}{tail}")
+
+    def timestamp(self, key: str) -> datetime:
+        """A required ISO 8601 time with a time zone (we write ...Z)."""
+        text = self.get(key, str, required=True)
+        try:
+            moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        except ValueError:
+            self.fail(key, f"{text!r} is not an ISO 8601 time")
+        if moment.tzinfo is None:
+            self.fail(key, "needs a time zone (Z)")
+        return moment
 
     def finish(self) -> None:
         unknown = sorted(set(self.table) - self.used)

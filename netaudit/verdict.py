@@ -91,15 +91,8 @@ def read(path: str) -> Verdict:
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise VerdictError(f"{path}: not JSON: {error}") from None
     top = Table(path, "", data, VerdictError)
-    if top.get("kind", str) != KIND:
-        top.fail("kind", f"not a netaudit verdict (expected {KIND!r})")
-    if top.get("schema_version", int, required=True) != SCHEMA_VERSION:
-        top.fail("schema_version", f"this netaudit reads {SCHEMA_VERSION}")
-    text = top.get("generated_at", str, required=True)
-    try:
-        generated_at = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        top.fail("generated_at", f"{text!r} is not an ISO 8601 time")
+    top.header(KIND, SCHEMA_VERSION, "verdict")
+    generated_at = top.timestamp("generated_at")
     verdict = Verdict(
         host=top.get("host", str, required=True),
         generated_at=generated_at,

@@ -5,9 +5,9 @@ like any other input; what the central run needs is rebuilt, the rest is ignored
 from __future__ import annotations
 
 import json
-from datetime import datetime
 from typing import Any
 
+from netaudit.inventory_json import read_job
 from netaudit.models import (
     Attempt,
     Classification,
@@ -28,7 +28,6 @@ from netaudit.models import (
 from netaudit.typedread import InputError, Table
 
 KIND = "netaudit.report"
-_INT_FIELDS = ("rank", "local_rank", "world_size", "master_port")
 
 
 class ReportError(InputError):
@@ -38,17 +37,6 @@ class ReportError(InputError):
 def _enum(table: Table, key: str, enum: Any, nullable: bool = False) -> Any:
     value = table.choice(key, tuple(item.value for item in enum), required=not nullable)
     return None if value is None else enum(value)
-
-
-def _job(table: Table, key: str) -> JobIdentity | None:
-    if table.get(key, dict, nullable=True) is None:
-        return None
-    sub = table.required_sub(key)
-    job = JobIdentity(
-        **{n: sub.get(n, int if n in _INT_FIELDS else str, nullable=True) for n in JobIdentity.__slots__}
-    )
-    sub.finish()
-    return job
 
 
 def _finding(table: Table, vantage: str) -> Finding:
@@ -71,7 +59,7 @@ def _finding(table: Table, vantage: str) -> Finding:
         pid=process.integer("pid", 1, 2**32, nullable=True),
         process_name=process.get("name", str, nullable=True),
         user=process.get("user", str, nullable=True),
-        job=_job(table, "job"),
+        job=read_job(table, "job"),
         remediation=table.get("remediation", str, required=True),
         doc=table.get("doc", str, required=True),
         evidence=table.strings("evidence", required=True, allow_empty=True) or (),
@@ -115,7 +103,7 @@ def _listener(table: Table, port: int, family: Family) -> Listener | None:
         return None
     sub = table.required_sub("listener")
     pid = sub.integer("pid", 1, 2**32, nullable=True)
-    job = _job(sub, "job")
+    job = read_job(sub, "job")
     name, user = sub.get("process_name", str, nullable=True), sub.get("user", str, nullable=True)
     process = None
     if pid is not None:
@@ -166,10 +154,7 @@ def _endpoint(table: Table, vantage: str) -> Endpoint:
 
 def from_json(data: object, source: str) -> Report:
     top = Table(source, "", data, ReportError)
-    if top.get("kind", str) != KIND:
-        top.fail("kind", f"not a netaudit report (expected {KIND!r})")
-    if top.get("schema_version", int, required=True) != 1:
-        top.fail("schema_version", "this netaudit reads 1")
+    top.header(KIND, 1, "report")
     vantage_table = top.required_sub("vantage")
     host = vantage_table.get("host", str, required=True)
     sources = []
@@ -185,11 +170,7 @@ def from_json(data: object, source: str) -> Report:
         item.finish()
     mode = vantage_table.get("mode", str, required=True)
     vantage_table.finish()
-    text = top.get("generated_at", str, required=True)
-    try:
-        generated_at = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        top.fail("generated_at", f"{text!r} is not an ISO 8601 time")
+    generated_at = top.timestamp("generated_at")
     summary = top.required_sub("summary")
     report = Report(
         generated_at=generated_at,

@@ -74,7 +74,7 @@ def test_first_seen_is_kept(tmp_path: Path) -> None:
         ('{"kind": "netaudit.report", "schema_version": 1}', "not a netaudit baseline"),
         (
             '{"kind": "netaudit.baseline", "schema_version": 9, "findings": {}, "failures": {}}',
-            "another version",
+            "this netaudit reads 1, got 9",
         ),
         (
             '{"kind": "netaudit.baseline", "schema_version": 1, "findings": {"k": 3}, "failures": {}}',
