@@ -260,12 +260,15 @@ def _directory_files(directory: Path) -> list[tuple[str, str]]:
 
 
 def _shipped_files() -> list[tuple[str, str]]:
-    root = resources.files("probes")
-    return [
-        (f"probes/{entry.name}", entry.read_text(encoding="utf-8"))
-        for entry in sorted(root.iterdir(), key=lambda e: e.name)
-        if entry.name.endswith(".toml")
-    ]
+    try:
+        root = resources.files("probes")
+        return [
+            (f"probes/{entry.name}", entry.read_text(encoding="utf-8"))
+            for entry in sorted(root.iterdir(), key=lambda e: e.name)
+            if entry.name.endswith(".toml")
+        ]
+    except (OSError, UnicodeDecodeError) as error:
+        raise SignatureError(f"probes/: cannot read the shipped signatures: {error}") from None
 
 
 def load(extra_dirs: tuple[str, ...] = (), include_shipped: bool = True) -> tuple[Signature, ...]:

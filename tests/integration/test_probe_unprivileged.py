@@ -14,7 +14,7 @@ import pytest
 
 # Imported before the fork: the child runs as nobody, who may not read site-packages
 # when Python lives under /root (pyenv), and the CLI imports these lazily.
-from netaudit import cli, cmd_probe, inventory  # noqa: F401
+from netaudit import cli, cmd_probe, inventory, signatures  # noqa: F401
 from netaudit.environment import Environment
 from tests.lab.netlab import lab_fixture  # noqa: F401
 
@@ -26,10 +26,12 @@ def _probe_as_nobody() -> tuple[int, dict, str]:
     """Fork, drop to nobody, run the CLI in the child (everything is imported already, so
     no file under /root needs to be readable by nobody)."""
     read_end, write_end = os.pipe()
+    shipped = signatures.load()  # as root: nobody may not read a 0700 checkout's probes/
     pid = os.fork()
     if pid == 0:  # child: never returns into pytest
         try:
             os.close(read_end)
+            cmd_probe.load_signatures = lambda _args, _config: shipped
             os.setgroups([])
             os.setgid(NOBODY)
             os.setuid(NOBODY)

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import shutil
 import sys
+import tempfile
 from collections import Counter
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -239,5 +242,12 @@ def test_raw_available_follows_privilege(net: ScanLab) -> None:
     # As nobody (no CAP_NET_RAW), inside the scanner namespace: False, and syn_scan says so
     # with PermissionError rather than per-probe outcomes, so the caller picks the fallback.
     argv = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-c", UNPRIVILEGED]
-    result = net.scan.run(argv, env={"PYTHONPATH": str(topo.REPO)}, hostname=False)
+    # nobody may not read the checkout (a 0700 clone directory): give it a readable copy
+    readable = Path(tempfile.mkdtemp(prefix="netaudit-nobody-"))
+    try:
+        readable.chmod(0o755)
+        shutil.copytree(topo.REPO / "netaudit", readable / "netaudit")
+        result = net.scan.run(argv, env={"PYTHONPATH": str(readable)}, hostname=False)
+    finally:
+        shutil.rmtree(readable, ignore_errors=True)
     assert json.loads(result.stdout) == {"raw": False, "raised": "PermissionError"}
