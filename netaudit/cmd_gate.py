@@ -29,10 +29,10 @@ _RESULT_LIMIT = 1 << 20
 def _child(args: argparse.Namespace, config: Config, env: Environment, write_fd: int) -> None:
     """Runs in the forked worker: never returns."""
     try:
-        from netaudit import cmd_probe, gate
+        from netaudit import gate, options
 
         result = gate.evaluate(
-            cmd_probe.load_signatures(args, config),
+            options.load_signatures(args, config),
             config.gate,
             dict(env.environ),
             args.verdict or config.gate.verdict_path,

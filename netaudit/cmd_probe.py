@@ -3,26 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import json
 
-from netaudit import exposure, inventory, inventory_json, signatures
+from netaudit import inventory, inventory_json, jsonout
 from netaudit.config import Config
 from netaudit.environment import Environment
+from netaudit.options import intended_subnets, load_signatures
 from netaudit.status import ExitStatus
-from netaudit.typedread import InputError
-
-
-def intended_subnets(flags: list[str], config: Config) -> tuple[exposure.Network, ...]:
-    """Flags override the config; a bad CIDR is a usage error naming where it came from."""
-    texts = flags or list(config.intended_subnets)
-    try:
-        return exposure.parse_subnets(texts)
-    except ValueError as error:
-        raise InputError(f"--intended-subnet: {error}") from None
-
-
-def load_signatures(args: argparse.Namespace, config: Config) -> tuple[signatures.Signature, ...]:
-    return signatures.load(tuple(config.probes_dirs) + tuple(args.probes_dir))
 
 
 def run(args: argparse.Namespace, config: Config, fmt: str, env: Environment) -> ExitStatus:
@@ -31,7 +17,7 @@ def run(args: argparse.Namespace, config: Config, fmt: str, env: Environment) ->
         load_signatures(args, config), subnets, is_own_namespace_only=args.namespaces == "own"
     )
     if fmt == "json":
-        env.stdout.write(json.dumps(inventory_json.to_json(found), indent=2, sort_keys=True) + "\n")
+        env.stdout.write(jsonout.dumps(inventory_json.to_json(found), len(found.listeners)))
     else:
         from netaudit.report import inventory_table
 

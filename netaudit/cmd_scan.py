@@ -17,27 +17,24 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from netaudit import (
     __version__,
     bindscope,
-    cmd_probe,
     exposure,
-    inventory,
     inventory_json,
+    jsonout,
     netlink,
-    peers,
+    options,
     plan,
     policy,
-    scan_outputs,
     scanrun,
     targets,
     vantage,
 )
 from netaudit.config import Config, ScanSettings
 from netaudit.environment import Environment
-from netaudit.fanout import gather
-from netaudit.fanout.results import NodeFailure
 from netaudit.models import (
     Attempt,
     BindScope,
@@ -50,12 +47,16 @@ from netaudit.models import (
     PortState,
     Report,
     Severity,
+    with_attempts,
 )
 from netaudit.scan import connectscan, handshake, synscan
 from netaudit.scan.probe_types import ScanLimits
 from netaudit.signatures import Signature
 from netaudit.status import ExitStatus
 from netaudit.typedread import InputError
+
+if TYPE_CHECKING:
+    from netaudit.fanout.results import NodeFailure
 
 PEER_NOTE = (
     "this host was audited over loopback only: a bind address is a hint, and proving what is "
@@ -119,7 +120,7 @@ def settings(args: argparse.Namespace, config: Config) -> Settings:
         raise InputError(f"scan limits: {error}") from None
     return Settings(
         scan=scan,
-        intended=cmd_probe.intended_subnets(args.intended_subnet, config),
+        intended=options.intended_subnets(args.intended_subnet, config),
         targets=tuple(args.targets) or scan.targets,
         sources=tuple(args.source) or scan.sources,
         limits=limits,
@@ -214,6 +215,8 @@ def _local_audit(
     started: float,
     now: datetime,
 ) -> Report:
+    from netaudit import inventory
+
     node = inventory.collect(signatures, found_settings.intended)
     own = next((ns.inode for ns in node.namespaces if ns.is_probe_namespace), None)
     endpoints = []
@@ -287,7 +290,7 @@ def _dry_run(the_plan: plan.Plan) -> tuple[Endpoint, ...]:
             Attempt(probe.spec.source, PortState.NOT_TESTED, probe.method, reason, None, is_local, False)
         )
     return tuple(
-        replace(endpoint, attempts=tuple(attempts.get(index, ())))
+        with_attempts(endpoint, tuple(attempts.get(index, ())))
         for index, endpoint in enumerate(the_plan.endpoints)
     )
 
@@ -428,11 +431,11 @@ def render(report: Report, fmt: str) -> str:
     if fmt == "json":
         from netaudit.report import report_json
 
-        return json.dumps(report_json.to_json(report), indent=2, sort_keys=True) + "\n"
+        return jsonout.dumps(report_json.to_json(report), len(report.endpoints))
     if fmt == "sarif":
         from netaudit.report import sarif
 
-        return json.dumps(sarif.to_sarif(report), indent=2, sort_keys=True) + "\n"
+        return jsonout.dumps(sarif.to_sarif(report), len(report.findings))
     if fmt == "junit":
         from netaudit.report import junit
 
@@ -446,11 +449,15 @@ def run(args: argparse.Namespace, config: Config, fmt: str, env: Environment) ->
     started = time.monotonic()
     now = datetime.now(UTC)
     found = settings(args, config)
+    from netaudit import scan_outputs
+
     sinks = scan_outputs.Sinks.from_config(args, config)  # checked before anything is sent
-    signatures = cmd_probe.load_signatures(args, config)
+    signatures = options.load_signatures(args, config)
     inventories = load_inventories(args.inventory, env)
     failures: list[NodeFailure] = []
     if config.fanout.method and not args.dry_run:
+        from netaudit.fanout import gather
+
         gathered, failures = gather.inventories(config.fanout, env.environ)
         inventories += gathered
     if not found.targets and not inventories and not failures:
@@ -464,6 +471,8 @@ def run(args: argparse.Namespace, config: Config, fmt: str, env: Environment) ->
             failed_hosts=tuple(sorted({*report.failed_hosts, *(failure.node for failure in failures)})),
         )
     if config.fanout.scan_from and not args.dry_run:
+        from netaudit import peers
+
         report = peers.merge(report, peers.scan(config, found, inventories))
     report = replace(report, duration_s=round(time.monotonic() - started, 3))
     report = sinks.apply_baseline(report)

@@ -342,6 +342,15 @@ class Endpoint:
         return f"{shown}:{self.port}"
 
 
+def with_attempts(endpoint: Endpoint, attempts: tuple[Attempt, ...]) -> Endpoint:
+    """``dataclasses.replace`` for the hot path: it introspects the fields on every call, which
+    cost 0.3 s over a 16,384-endpoint scan."""
+    return Endpoint(
+        endpoint.host, endpoint.address, endpoint.family, endpoint.port, endpoint.listener,
+        endpoint.inventory_age_s, endpoint.is_outside_address, attempts,
+    )  # fmt: skip
+
+
 @dataclass(frozen=True, slots=True)
 class Finding:
     """A policy violation with its evidence and fix.

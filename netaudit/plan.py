@@ -16,6 +16,7 @@ The rules of DESIGN.md §5 are applied here, in one place:
 from __future__ import annotations
 
 import ipaddress
+import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -76,7 +77,7 @@ def _routable(address: str) -> bool:
 
 
 def _family(address: str) -> Family:
-    return Family.IPV4 if ipaddress.ip_address(address).version == 4 else Family.IPV6
+    return Family.IPV6 if ":" in address else Family.IPV4  # canonical IP text: no parsing
 
 
 def answering_addresses(listener: Listener, namespace_addresses: Sequence[str]) -> list[str]:
@@ -159,6 +160,13 @@ def build(
         )
     endpoints: list[Endpoint] = []
     canaries: dict[str, int] = {}
+    inside: dict[str, bool] = {}  # one answer per address: a /22 x 16 ports asks 16,384 times
+
+    def is_outside(address: str) -> bool:
+        if address not in inside:
+            inside[address] = exposure.is_inside(address, rules.intended)
+        return not inside[address]
+
     covered: set[str] = set()
     out_of_scope: set[str] = set()
     for inventory in inventories:
@@ -190,7 +198,7 @@ def build(
                         port=listener.port,
                         listener=listener,
                         inventory_age_s=age_s,
-                        is_outside_address=not exposure.is_inside(address, rules.intended),
+                        is_outside_address=is_outside(address),
                     )
                 )
     if out_of_scope:
@@ -210,7 +218,7 @@ def build(
                         port=port,
                         listener=None,
                         inventory_age_s=None,
-                        is_outside_address=not exposure.is_inside(address, rules.intended),
+                        is_outside_address=is_outside(address),
                     )
                 )
     endpoints = _deduplicated(endpoints)
@@ -235,10 +243,11 @@ def _deduplicated(endpoints: list[Endpoint]) -> list[Endpoint]:
     seen: dict[tuple[str, int], Endpoint] = {}
     for endpoint in endpoints:
         seen.setdefault((endpoint.address, endpoint.port), endpoint)
-    return sorted(
-        seen.values(),
-        key=lambda e: (e.host, e.family, int(ipaddress.ip_address(e.address)), e.port),
-    )
+    return sorted(seen.values(), key=lambda e: (e.host, e.family, _packed(e.address), e.port))
+
+
+def _packed(address: str) -> bytes:
+    return socket.inet_pton(socket.AF_INET6 if ":" in address else socket.AF_INET, address)
 
 
 def is_fresh(endpoint: Endpoint, max_age_s: float) -> bool:
@@ -272,13 +281,13 @@ def _probes(
 ) -> tuple[list[PlannedProbe], dict[tuple[str, str], int]]:
     probes: list[PlannedProbe] = []
     canary_ports: dict[tuple[str, str], int] = {}
+    by_family: dict[Family, list[str]] = {Family.IPV4: [], Family.IPV6: []}
+    for source in sources:
+        by_family[_family(source.address)].append(source.address)
     for index, endpoint in enumerate(endpoints):
         verdict = None if rules.is_raw else connect_verdict(endpoint, rules)
         method = Method.SYN if rules.is_raw else (Method.CONNECT if verdict is None else Method.NONE)
-        for source in sources:
-            address = source.address
-            if _family(address) is not endpoint.family:
-                continue
+        for address in by_family[endpoint.family]:
             spec = ProbeSpec(address, endpoint.address, endpoint.port)
             probes.append(PlannedProbe(index, spec, method, verdict))
             if rules.is_raw:

@@ -7,13 +7,12 @@ A stop event (set on Ctrl-C) stops sending at once; what was learned is kept, th
 
 from __future__ import annotations
 
-import ipaddress
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
-from netaudit.models import Attempt, Endpoint, Method, PortState
+from netaudit.models import Attempt, Endpoint, Method, PortState, with_attempts
 from netaudit.plan import Plan, PlannedProbe
 from netaudit.scan import handshake
 from netaudit.scan.probe_types import ProbeOutcome, ProbeSpec, ScanLimits
@@ -98,13 +97,10 @@ def execute(
     attempts: dict[int, list[Attempt]] = {}
     for probe in plan.probes:
         attempts.setdefault(probe.endpoint, []).append(
-            replace(
-                _attempt(probe, outcomes.get(probe.spec), plan, verified, confirmations, stop),
-                vantage=vantage,
-            )
+            _attempt(probe, outcomes.get(probe.spec), plan, verified, confirmations, stop, vantage)
         )
     endpoints = tuple(
-        replace(endpoint, attempts=tuple(attempts.get(index, ())))
+        with_attempts(endpoint, tuple(attempts.get(index, ())))
         for index, endpoint in enumerate(plan.endpoints)
     )
     return Execution(endpoints, sent, stop.is_set())
@@ -119,13 +115,15 @@ def _handshakes(
     """One handshake per open endpoint that may have one, from the first source that reached
     it, preferring a source outside the intended subnets and a path that leaves the host."""
     chosen: list[tuple[ProbeSpec, str]] = []
+    specs_of: dict[int, list[ProbeSpec]] = {}
+    for probe in plan.probes:
+        if probe.endpoint in plan.handshakes:
+            specs_of.setdefault(probe.endpoint, []).append(probe.spec)
     for index, name in sorted(plan.handshakes.items()):
         candidates = [
-            probe.spec
-            for probe in plan.probes
-            if probe.endpoint == index
-            and (outcome := outcomes.get(probe.spec)) is not None
-            and outcome.state is PortState.OPEN
+            spec
+            for spec in specs_of.get(index, ())
+            if (outcome := outcomes.get(spec)) is not None and outcome.state is PortState.OPEN
         ]
         if not candidates:
             continue
@@ -141,6 +139,11 @@ def _handshakes(
         return {spec: future.result() for spec, future in futures.items()}
 
 
+def _is_loopback(address: str) -> bool:
+    # Addresses here are canonical text (from ipaddress or inet_ntop): no parsing needed.
+    return address.startswith("127.") or address == "::1"
+
+
 def _attempt(
     probe: PlannedProbe,
     outcome: ProbeOutcome | None,
@@ -148,9 +151,10 @@ def _attempt(
     verified: set[tuple[str, str]],
     confirmations: dict[ProbeSpec, handshake.HandshakeResult],
     stop: threading.Event,
+    vantage: str,
 ) -> Attempt:
     spec = probe.spec
-    is_local = spec.address in plan.local_addresses or ipaddress.ip_address(spec.address).is_loopback
+    is_local = spec.address in plan.local_addresses or _is_loopback(spec.address)
     if probe.method is Method.NONE:
         return Attempt(
             spec.source,
@@ -160,10 +164,13 @@ def _attempt(
             None,
             is_local,
             False,
+            vantage=vantage,
         )
     if outcome is None:
         reason = "interrupted" if stop.is_set() else "no outcome"
-        return Attempt(spec.source, PortState.NOT_TESTED, probe.method, reason, None, is_local, False)
+        return Attempt(
+            spec.source, PortState.NOT_TESTED, probe.method, reason, None, is_local, False, vantage=vantage
+        )
     confirmation = confirmations.get(spec)
     return Attempt(
         source=spec.source,
@@ -175,4 +182,5 @@ def _attempt(
         is_path_verified=(spec.source, spec.address) in verified,
         confirmed=None if confirmation is None else confirmation.confirmed,
         detail=None if confirmation is None else confirmation.detail,
+        vantage=vantage,
     )

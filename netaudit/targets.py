@@ -68,9 +68,9 @@ def _resolve(name: str) -> Target:
 
 
 def _network_hosts(network: Network) -> list[str]:
-    if network.num_addresses <= 2:
-        return [str(address) for address in network]
-    return [str(address) for address in network.hosts()]
+    # Every address, network and broadcast included, as nmap scans a CIDR: a listener can
+    # sit on any address of a /32-per-host fabric, and the verdicts must match.
+    return [str(address) for address in network]
 
 
 def parse(texts: Sequence[str], max_targets: int) -> TargetSet:

@@ -87,6 +87,10 @@ def _verdict(code: int) -> tuple[PortState, str]:
         return PortState.OPEN, "connected"
     if code == errno.ECONNREFUSED:
         return PortState.CLOSED, "refused"
+    if code in (errno.ECONNRESET, errno.EPIPE):
+        # A reset after the SYN-ACK: the handshake completed and the server closed at once
+        # (an accept-and-close service). A RST to the SYN itself reads ECONNREFUSED above.
+        return PortState.OPEN, "connected, then reset"
     if code == errno.ETIMEDOUT:
         return PortState.FILTERED, "timeout"
     return PortState.FILTERED, f"unreachable ({_errno_name(code)})"
