@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
-import logging.handlers
 import os
 import select
 import signal
@@ -24,6 +22,8 @@ from netaudit.environment import Environment
 from netaudit.status import ExitStatus
 
 _RESULT_LIMIT = 1 << 20
+# logging's levels, without importing logging on a passing run
+_WARNING, _ERROR, _CRITICAL = 30, 40, 50
 
 
 def _child(args: argparse.Namespace, config: Config, env: Environment, write_fd: int) -> None:
@@ -91,6 +91,8 @@ def _wait(read_fd: int, pid: int, deadline_s: float) -> dict[str, Any] | None:
 def _log(level: int, message: str, socket_path: str) -> None:
     if not os.path.exists(socket_path):
         return
+    import logging.handlers  # only when there is something to log: a pass imports nothing
+
     try:
         handler = logging.handlers.SysLogHandler(
             address=socket_path, facility=logging.handlers.SysLogHandler.LOG_DAEMON
@@ -134,7 +136,7 @@ def run(args: argparse.Namespace, config: Config, env: Environment) -> ExitStatu
         }
     for warning in result.get("warnings") or []:
         env.warn(f"gate warning: {warning}")
-        _log(logging.WARNING, str(warning), syslog)
+        _log(_WARNING, str(warning), syslog)
     status = result.get("status")
     if as_json:
         env.stdout.write(json.dumps({**result, "on_error": on_error}, sort_keys=True) + "\n")
@@ -145,10 +147,10 @@ def run(args: argparse.Namespace, config: Config, env: Environment) -> ExitStatu
         if not as_json:
             env.stdout.write(line + "\n")
         for detail in result.get("details") or []:
-            _log(logging.ERROR, str(detail), syslog)
+            _log(_ERROR, str(detail), syslog)
         return ExitStatus.FINDINGS
     message = f"gate error ({on_error}): {result.get('line')}"
-    _log(logging.CRITICAL, message, syslog)
+    _log(_CRITICAL, message, syslog)
     if on_error == "closed":
         if not as_json:
             env.stdout.write(f"netaudit: {message}\n")

@@ -25,6 +25,7 @@ from netaudit import hostlist
 from netaudit.config import AcceptedException
 from netaudit.models import (
     Attempt,
+    Classification,
     Endpoint,
     Finding,
     Inventory,
@@ -151,6 +152,8 @@ def evaluate(
 ) -> tuple[Finding, ...]:
     by_id = {s.id: s for s in signatures}
     findings: list[Finding] = []
+    reached: set[tuple[str, int, str, int]] = set()
+    guarded: dict[tuple[str, int, str, int], tuple[Endpoint, list[Attempt]]] = {}
     for endpoint in endpoints:
         found = endpoint.classification
         signature = by_id.get(found.signature) if found else None
@@ -158,61 +161,72 @@ def evaluate(
         outside = [a for a in evidence_attempts if not _inside(a, sources)]
         reached_outside = [a for a in outside if a.state is PortState.OPEN]
         for attempt in reached_outside:
-            source = sources.get(attempt.source)
-            evidence = _evidence(endpoint, attempt, source)
-            if found is not None and signature is not None:
-                findings.append(
-                    _base(
-                        endpoint,
-                        signature.rule_id,
-                        found.risk,
-                        found.service,
-                        signature,
-                        attempt,
-                        source,
-                        evidence,
-                    )
-                )
-                continue
-            confirmed = _service_of_plain(endpoint, signatures)
-            if confirmed is not None:
-                findings.append(
-                    _base(
-                        endpoint,
-                        confirmed.rule_id,
-                        confirmed.risk,
-                        confirmed.service,
-                        confirmed,
-                        attempt,
-                        source,
-                        evidence,
-                    )
-                )
-            else:
-                evidence.append("no inventory for this host, and no handshake confirmed a service")
-                findings.append(
-                    _base(
-                        endpoint, UNCONFIRMED_RULE, Severity.LOW, "unknown", None, attempt, source, evidence
-                    )
-                )
-        if reached_outside or found is None or signature is None:
+            findings.append(
+                _reached(endpoint, attempt, sources.get(attempt.source), found, signature, signatures)
+            )
+        if found is None or signature is None:
+            continue
+        listener = _listener_key(endpoint)
+        if reached_outside:
+            reached.add(listener)
             continue
         if policy.trust_scope == "job":
             findings.extend(_intra_cluster(endpoint, evidence_attempts, sources, signature, policy, jobs))
         filtered = [a for a in outside if a.state is PortState.FILTERED]
         if filtered:
-            attempt = filtered[0]
-            source = sources.get(attempt.source)
-            evidence = _evidence(endpoint, attempt, source)
-            if not attempt.is_path_verified:
-                evidence.append(
-                    "path not verified: no canary answered from this source, so a firewall "
-                    "dropping everything and a host that is down look the same"
-                )
-            findings.append(
-                _base(endpoint, "NA010", Severity.MEDIUM, found.service, signature, attempt, source, evidence)
+            _endpoint, attempts = guarded.setdefault(listener, (endpoint, []))
+            attempts.extend(filtered)
+    # NA010 once per listener, and only for listeners no outsider reached on any address: one
+    # line per firewalled listener, not per address and source (a cluster behind a drop-all
+    # firewall would otherwise report every endpoint).
+    for listener, (endpoint, attempts) in guarded.items():
+        if listener in reached:
+            continue
+        found = endpoint.classification
+        signature = by_id.get(found.signature) if found else None
+        if found is None or signature is None:
+            continue
+        attempt = attempts[0]
+        source = sources.get(attempt.source)
+        evidence = _evidence(endpoint, attempt, source)
+        addresses = sorted({a.source + " -> " + endpoint.address for a in attempts})
+        evidence.append(f"filtered from outside on {len(attempts)} attempts ({', '.join(addresses[:4])}"
+                        + (", ..." if len(addresses) > 4 else "") + ")")  # fmt: skip
+        if not any(a.is_path_verified for a in attempts):
+            evidence.append(
+                "path not verified: no canary answered from this source, so a firewall "
+                "dropping everything and a host that is down look the same"
             )
+        findings.append(
+            _base(endpoint, "NA010", Severity.MEDIUM, found.service, signature, attempt, source, evidence)
+        )
     return _accepted_and_sorted(findings, policy)
+
+
+def _listener_key(endpoint: Endpoint) -> tuple[str, int, str, int]:
+    listener = endpoint.listener
+    if listener is None:
+        return (endpoint.host, 0, endpoint.address, endpoint.port)
+    return (endpoint.host, listener.netns, listener.address, listener.port)
+
+
+def _reached(
+    endpoint: Endpoint, attempt: Attempt, source: VantageSource | None, found: Classification | None,
+    signature: Signature | None, signatures: Sequence[Signature],
+) -> Finding:  # fmt: skip
+    """The finding for an endpoint an outsider reached: the service's rule when the
+    inventory knows it, the confirmed service for a plain target, else NA012."""
+    evidence = _evidence(endpoint, attempt, source)
+    if found is not None and signature is not None:
+        return _base(
+            endpoint, signature.rule_id, found.risk, found.service, signature, attempt, source, evidence
+        )
+    confirmed = _service_of_plain(endpoint, signatures)
+    if confirmed is not None:
+        rule, risk, service = confirmed.rule_id, confirmed.risk, confirmed.service
+        return _base(endpoint, rule, risk, service, confirmed, attempt, source, evidence)
+    evidence.append("no inventory for this host, and no handshake confirmed a service")
+    return _base(endpoint, UNCONFIRMED_RULE, Severity.LOW, "unknown", None, attempt, source, evidence)
 
 
 def _inside(attempt: Attempt, sources: Mapping[str, VantageSource]) -> bool:

@@ -1,9 +1,12 @@
 """Facts about the processes that own listeners, read lazily and safely.
 
-psutil is the translator for the privilege boundary (name, user, parent): AccessDenied and
-NoSuchProcess come back as "unknown" or "gone", never as an exception. The facts psutil does
-not offer (thread names, mapped libraries, cgroup, network namespace, children) are read from
-/proc directly with bounded reads (netaudit.safeio).
+Every fact comes from /proc with bounded reads (netaudit.safeio), and this module is the one
+translator of the privilege boundary: a process that vanished raises ProcessGone ("gone, not an
+error"), a fact we may not read becomes "unknown" and marks the facts incomplete.
+
+psutil is not used: its socket listing cannot see other network namespaces, and what it would
+give here (parent pid, uid, user name) is two lines of /proc/<pid>/status and pwd, while its
+import alone cost the Slurm prolog gate 22 ms of its 150 ms budget (bench/README.md).
 
 Each fact is read only when classification asks for it: most listeners on a node belong to
 sshd or a web server and are settled by the first cheap check.
@@ -12,12 +15,11 @@ sshd or a web server and are settled by the first cheap check.
 from __future__ import annotations
 
 import os
+import pwd
 import re
 from collections import Counter
 from fnmatch import fnmatchcase
 from functools import cached_property
-
-import psutil
 
 from netaudit import environ, jobid, safeio
 from netaudit.models import ProcessInfo
@@ -44,7 +46,6 @@ class ProcessFacts:
         self._cache = cache
         self._proc = f"{cache.proc}/{pid}"
         self.is_complete = True
-        self._psutil: psutil.Process | None = None
 
     def _read(self, name: str, limit: int) -> bytes | None:
         try:
@@ -54,14 +55,6 @@ class ProcessFacts:
         except OSError:
             self.is_complete = False
             return None
-
-    def _process(self) -> psutil.Process:
-        if self._psutil is None:
-            try:
-                self._psutil = psutil.Process(self.pid)
-            except psutil.NoSuchProcess as gone:
-                raise ProcessGone(self.pid) from gone
-        return self._psutil
 
     @cached_property
     def comm(self) -> str:
@@ -77,26 +70,31 @@ class ProcessFacts:
         return redact_argv([part.decode("utf-8", "replace") for part in parts])
 
     @cached_property
+    def _status(self) -> dict[str, str]:
+        raw = self._read("status", _SMALL_LIMIT)
+        fields: dict[str, str] = {}
+        for line in (raw or b"").decode("utf-8", "replace").splitlines():
+            key, sep, value = line.partition(":")
+            if sep:
+                fields[key] = value.strip()
+        return fields
+
+    @cached_property
     def ppid(self) -> int | None:
         try:
-            return int(self._process().ppid())
-        except psutil.NoSuchProcess as gone:
-            raise ProcessGone(self.pid) from gone
-        except psutil.Error:
+            return int(self._status["PPid"])
+        except (KeyError, ValueError):
             self.is_complete = False
             return None
 
     @cached_property
     def uid_user(self) -> tuple[int | None, str | None]:
         try:
-            process = self._process()
-            uid = int(process.uids().real)
-            return uid, str(process.username())
-        except psutil.NoSuchProcess as gone:
-            raise ProcessGone(self.pid) from gone
-        except psutil.Error:
+            uid = int(self._status["Uid"].split()[0])  # real, effective, saved, filesystem
+        except (KeyError, ValueError, IndexError):
             self.is_complete = False
             return None, None
+        return uid, self._cache.user_name(uid)
 
     @cached_property
     def environment(self) -> dict[str, str]:
@@ -251,9 +249,19 @@ class FactsCache:
     def __init__(self, proc: str = "/proc") -> None:
         self.proc = proc
         self._facts: dict[int, ProcessFacts] = {}
-        # psutil reads the same tree (tests point both at a recorded /proc). It is a module
-        # global; a process only ever audits one /proc.
-        psutil.PROCFS_PATH = proc
+        self._users: dict[int, str] = {}
+
+    def user_name(self, uid: int) -> str:
+        """The account name, or the uid as text. Cached: on a cluster node pwd may ask LDAP or
+        sssd, and a node runs many processes of few users."""
+        name = self._users.get(uid)
+        if name is None:
+            try:
+                name = pwd.getpwuid(uid).pw_name
+            except KeyError:
+                name = str(uid)
+            self._users[uid] = name
+        return name
 
     def get(self, pid: int) -> ProcessFacts:
         facts = self._facts.get(pid)

@@ -11,6 +11,37 @@ from netaudit.policy import failing
 from netaudit.report.report_json import summary
 
 _MAX_ENDPOINT_ROWS = 200
+_MAX_FINDING_ROWS = 100  # beyond this a summary by rule comes first, then the worst rows
+
+
+def _findings_table(findings: tuple[Finding, ...]) -> list[str]:
+    """The findings as a table a person can read at any scale: past a hundred rows, counts by
+    rule, severity and service first, then the most severe hundred (JSON has them all)."""
+    lines = []
+    if len(findings) > _MAX_FINDING_ROWS:
+        groups: dict[tuple[int, str, str, str], set[str]] = {}
+        counts: dict[tuple[int, str, str, str], int] = {}
+        for f in findings:
+            key = (-f.severity.rank, f.rule_id, f.severity.value.upper(), f.service)
+            groups.setdefault(key, set()).add(f.host)
+            counts[key] = counts.get(key, 0) + 1
+        rows = []
+        for key in sorted(groups):
+            _rank, rule, severity, service = key
+            rows.append([severity, rule, service, counts[key], len(groups[key])])
+        lines.append(
+            tabulate(rows, headers=["severity", "rule", "service", "findings", "hosts"], tablefmt="simple")
+        )
+        lines.append("")
+        lines.append(f"the {_MAX_FINDING_ROWS} most severe of {len(findings)} (all of them: --format json):")
+    lines.append(
+        tabulate(
+            _finding_rows(findings[:_MAX_FINDING_ROWS]),
+            headers=["severity", "rule", "host", "endpoint", "service", "from", "state", "confirmed"],
+            tablefmt="simple",
+        )
+    )
+    return lines
 
 
 def _confirmed(value: bool | None) -> str:
@@ -65,13 +96,7 @@ def render_changes(report: Report) -> str:
     ]
     if new:
         lines.append("NEW FINDINGS")
-        lines.append(
-            tabulate(
-                _finding_rows(tuple(new)),
-                headers=["severity", "rule", "host", "endpoint", "service", "from", "state", "confirmed"],
-                tablefmt="simple",
-            )
-        )
+        lines.extend(_findings_table(tuple(new)))
         fixes = {f"{f.rule_id} {f.service}": f"{f.remediation} ({f.doc})" for f in new}
         lines += [f"fix {key}: {fix}" for key, fix in fixes.items()]
         lines.append("")
@@ -109,13 +134,7 @@ def render(report: Report) -> str:
     bad = failing(report.findings, report.fail_on)
     if report.findings:
         lines.append(f"FINDINGS: {len(report.findings)}, {len(bad)} at or above {report.fail_on.value}")
-        lines.append(
-            tabulate(
-                _finding_rows(report.findings),
-                headers=["severity", "rule", "host", "endpoint", "service", "from", "state", "confirmed"],
-                tablefmt="simple",
-            )
-        )
+        lines.extend(_findings_table(report.findings))
         lines.append("")
         fixes: dict[str, str] = {}
         for finding in report.findings:

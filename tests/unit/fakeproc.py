@@ -45,7 +45,7 @@ class FakeProc:
             f"{pid} ({comm}) S {ppid} {pid} {pid} 0 -1 4194560 100 0 0 0 1 1 0 0 20 0 1 0 1000 "
             "1000000 100 18446744073709551615 0 0 0 0 0 0 0 0 0 0 0 0 17 0 0 0 0 0 0 0 0 0 0 0 0 0 0\n"
         )
-        (base / "status").write_text(f"Name:\t{comm}\nUid:\t{uid}\t{uid}\t{uid}\t{uid}\n")
+        (base / "status").write_text(f"Name:\t{comm}\nPPid:\t{ppid}\nUid:\t{uid}\t{uid}\t{uid}\t{uid}\n")
         (base / "cgroup").write_text(cgroup)
         lines = [
             f"7f0000{index:06x}000-7f0000{index:06x}fff r-xp 00000000 08:01 {1000 + index} {path}"

@@ -85,3 +85,19 @@ def test_sarif_and_junit_shapes() -> None:
     root = ET.fromstring(junit.to_junit(report(incomplete=("node9: timed out",))))
     assert root.get("tests") == "1" and root.get("errors") == "1"
     assert json.dumps(document)  # serialisable
+
+
+def test_the_table_stays_readable_at_cluster_scale() -> None:
+    from netaudit.report import report_table
+
+    many = [finding(host=f"node{i:03d}", port=29500) for i in range(130)]
+    many += [
+        finding(rule_id="NA010", severity=Severity.MEDIUM, host=f"node{i:03d}", port=41000) for i in range(40)
+    ]
+    text = report_table.render(report(*sorted(many, key=lambda f: f.sort_key)))
+    assert "the 100 most severe of 170 (all of them: --format json)" in text
+    summary = text.split("the 100 most severe")[0]
+    rows = [line.split() for line in summary.splitlines()]
+    assert ["CRITICAL", "NA001", "tcpstore", "130", "130"] in rows
+    assert ["MEDIUM", "NA010", "tcpstore", "40", "40"] in rows
+    assert text.count("node1") < 130  # not every row is printed
