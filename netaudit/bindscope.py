@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import ipaddress
+from functools import lru_cache
 
 from netaudit.models import BindScope, Family
 
 
+@lru_cache(maxsize=4096)
 def scope_of(family: Family, address: str, v6only: bool | None, bindv6only_default: bool) -> BindScope:
-    """``v6only`` None (procfs gives none) falls back to net.ipv6.bindv6only, which is what a
-    socket gets unless its program sets IPV6_V6ONLY itself."""
+    """Cached: a node's thousands of listeners share a handful of bind addresses.
+
+    ``v6only`` None (procfs gives none) falls back to net.ipv6.bindv6only, which is what a
+        socket gets unless its program sets IPV6_V6ONLY itself."""
     parsed = ipaddress.ip_address(address)
     if parsed.is_unspecified:
         if family is Family.IPV4:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Sequence
+from functools import lru_cache
 
 from netaudit.models import BindScope, ExposureHint, Family, InterfaceAddress, Listener
 
@@ -27,11 +28,17 @@ def parse_subnets(texts: Sequence[str]) -> tuple[Network, ...]:
     return tuple(networks)
 
 
-def is_inside(address: str, intended: Sequence[Network]) -> bool:
+@lru_cache(maxsize=65536)
+def _inside(address: str, intended: tuple[Network, ...]) -> bool:
     parsed = ipaddress.ip_address(address)
     if isinstance(parsed, ipaddress.IPv6Address) and parsed.ipv4_mapped is not None:
         parsed = parsed.ipv4_mapped
     return any(parsed.version == net.version and parsed in net for net in intended)
+
+
+def is_inside(address: str, intended: Sequence[Network]) -> bool:
+    """Cached per address: a node's listeners share its few addresses."""
+    return _inside(address, tuple(intended))
 
 
 def _routable(interfaces: Sequence[InterfaceAddress], families: set[Family]) -> list[str]:

@@ -14,12 +14,13 @@ sshd or a web server and are settled by the first cheap check.
 
 from __future__ import annotations
 
+import fnmatch
 import os
 import pwd
 import re
 from collections import Counter
-from fnmatch import fnmatchcase
-from functools import cached_property
+from collections.abc import Callable
+from functools import cached_property, lru_cache
 
 from netaudit import environ, jobid, safeio
 from netaudit.models import ProcessInfo
@@ -34,6 +35,11 @@ _TORCH_LIB = re.compile(r"^(?P<torch>/.+/torch)/lib/libtorch[^/]*\.so[^/]*$")
 _VERSION_LINE = re.compile(r"""^__version__\s*=\s*['"](?P<v>[0-9A-Za-z.+_-]{1,64})['"]\s*$""", re.M)
 
 
+@lru_cache(maxsize=256)
+def _glob_matcher(patterns: tuple[str, ...]) -> Callable[[str], re.Match[str] | None]:
+    return re.compile("|".join(f"(?:{fnmatch.translate(pattern)})" for pattern in patterns)).match
+
+
 class ProcessGone(Exception):
     """The process exited while we read it: not an error, it simply is not there."""
 
@@ -46,6 +52,7 @@ class ProcessFacts:
         self._cache = cache
         self._proc = f"{cache.proc}/{pid}"
         self.is_complete = True
+        self._matches: dict[tuple[str, ...], tuple[str, ...]] = {}
 
     def _read(self, name: str, limit: int) -> bytes | None:
         try:
@@ -134,14 +141,20 @@ class ProcessFacts:
             seen.setdefault(line[slash:].decode("utf-8", "replace"), None)
         return tuple(seen)
 
+    @cached_property
+    def _library_names(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(path.rsplit("/", 1)[-1] for path in self.mapped_paths))
+
     def libraries_matching(self, patterns: tuple[str, ...]) -> tuple[str, ...]:
-        """Basenames of mapped shared objects that match any of the glob ``patterns``."""
-        found: dict[str, None] = {}
-        for path in self.mapped_paths:
-            base = path.rsplit("/", 1)[-1]
-            if any(fnmatchcase(base, pattern) for pattern in patterns):
-                found.setdefault(base, None)
-        return tuple(found)
+        """Basenames of mapped shared objects that match any of the glob ``patterns``.
+
+        Asked about twenty times per process (once per rule); a torch process maps hundreds
+        of objects: the answer is kept per pattern set, and the globs run as one regex."""
+        found = self._matches.get(patterns)
+        if found is None:
+            matcher = _glob_matcher(patterns)
+            found = self._matches[patterns] = tuple(name for name in self._library_names if matcher(name))
+        return found
 
     @cached_property
     def cgroup(self) -> str | None:
