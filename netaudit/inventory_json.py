@@ -229,6 +229,34 @@ def _read_process(table: Table, job: JobIdentity) -> ProcessInfo:
     return info
 
 
+def read_classification(table: Table) -> Classification | None:
+    """The flat classification fields of a listener (inventory) or an endpoint (report); None
+    for an unrecognised one. Shared by both readers, with the one safety rule that matters
+    most: nothing may be both do-not-touch and safe to connect to."""
+    service = table.get("service", str, nullable=True)
+    if service is None:
+        for key in ("signature", "variant", "confidence", "risk", "handshake"):
+            table.get(key, str, nullable=True)
+        table.strings("evidence", allow_empty=True)
+        for key in ("do_not_touch", "connect_safe"):
+            table.get(key, bool)
+        return None
+    classification = Classification(
+        signature=table.get("signature", str, required=True),
+        service=service,
+        variant=table.get("variant", str, nullable=True),
+        confidence=_enum(table, "confidence", Confidence),
+        evidence=table.strings("evidence", required=True, allow_empty=True) or (),
+        risk=_enum(table, "risk", Severity),
+        is_do_not_touch=table.get("do_not_touch", bool, required=True),
+        is_connect_safe=table.get("connect_safe", bool, required=True),
+        handshake=table.get("handshake", str, nullable=True),
+    )
+    if classification.is_do_not_touch and classification.is_connect_safe:
+        table.fail("connect_safe", "a do-not-touch listener cannot be connect_safe")
+    return classification
+
+
 def _read_listener(table: Table) -> Listener:
     family = _enum(table, "family", Family)
     job = read_job(table, "job") or JobIdentity()
@@ -237,28 +265,7 @@ def _read_listener(table: Table) -> Listener:
     for key in ("process_name", "user"):
         table.get(key, str, nullable=True)
     table.get("cmdline", list, nullable=True)
-    service = table.get("service", str, nullable=True)
-    classification = None
-    if service is not None:
-        classification = Classification(
-            signature=table.get("signature", str, required=True),
-            service=service,
-            variant=table.get("variant", str, nullable=True),
-            confidence=_enum(table, "confidence", Confidence),
-            evidence=table.strings("evidence", required=True, allow_empty=True) or (),
-            risk=_enum(table, "risk", Severity),
-            is_do_not_touch=table.get("do_not_touch", bool, required=True),
-            is_connect_safe=table.get("connect_safe", bool, required=True),
-            handshake=table.get("handshake", str, nullable=True),
-        )
-        if classification.is_do_not_touch and classification.is_connect_safe:
-            table.fail("connect_safe", "a do-not-touch listener cannot be connect_safe")
-    else:
-        for key in ("signature", "variant", "confidence", "risk", "handshake"):
-            table.get(key, str, nullable=True)
-        table.strings("evidence", allow_empty=True)
-        for key in ("do_not_touch", "connect_safe"):
-            table.get(key, bool)
+    classification = read_classification(table)
     hint = None
     hint_table = table.sub("exposure") if table.get("exposure", dict, nullable=True) else None
     if hint_table is not None:

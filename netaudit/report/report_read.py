@@ -7,11 +7,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from netaudit.inventory_json import read_job
+from netaudit.inventory_json import read_classification, read_job
 from netaudit.models import (
     Attempt,
-    Classification,
-    Confidence,
     Endpoint,
     Family,
     Finding,
@@ -95,11 +93,7 @@ def _attempt(table: Table, vantage: str) -> Attempt:
 def _listener(table: Table, port: int, family: Family) -> Listener | None:
     """The part of the inventory's listener a report carries: enough for policy and output."""
     if table.get("listener", dict, nullable=True) is None:
-        for key in ("service", "variant", "confidence", "signature", "risk", "handshake"):
-            table.get(key, str, nullable=True)
-        table.strings("evidence", allow_empty=True)
-        for key in ("connect_safe", "do_not_touch"):
-            table.get(key, bool)
+        read_classification(table)  # a plain target's endpoint: checked, nothing to keep
         return None
     sub = table.required_sub("listener")
     pid = sub.integer("pid", 1, 2**32, nullable=True)
@@ -110,20 +104,7 @@ def _listener(table: Table, port: int, family: Family) -> Listener | None:
         process = ProcessInfo(
             pid, None, name or "?", None, user, (), None, (), (), (), None, job or JobIdentity()
         )
-    service = table.get("service", str, nullable=True)
-    classification = None
-    if service is not None:
-        classification = Classification(
-            signature=table.get("signature", str, required=True),
-            service=service,
-            variant=table.get("variant", str, nullable=True),
-            confidence=_enum(table, "confidence", Confidence),
-            evidence=table.strings("evidence", required=True, allow_empty=True) or (),
-            risk=_enum(table, "risk", Severity),
-            is_do_not_touch=table.get("do_not_touch", bool, required=True),
-            is_connect_safe=table.get("connect_safe", bool, required=True),
-            handshake=table.get("handshake", str, nullable=True),
-        )
+    classification = read_classification(table)
     sub.get("bind", str)
     listener = Listener(
         netns=sub.integer("netns", 0, 2**64, required=True) or 0, family=family,
