@@ -112,6 +112,24 @@ def _failure(error: BaseException, timeout_s: float, stage: str) -> HandshakeRes
     return HandshakeResult(False, f"{stage} failed: {error!r}")
 
 
+def _exchange(
+    address: str, port: int, source: str | None, message: bytes, read_cap: int, timeout_s: float
+) -> bytes | HandshakeResult:
+    """Connect, send ``message`` in one sendall, read at most ``read_cap`` bytes, close; all
+    under one deadline. The reply, or the failure as a result (never an exception)."""
+    deadline = _Deadline(timeout_s)
+    stage = "connect"
+    try:
+        with _connect(address, port, source, deadline) as sock:
+            stage = "send"
+            sock.settimeout(deadline.left())
+            sock.sendall(message)
+            stage = "reply"
+            return _read(sock, read_cap, deadline)
+    except Exception as error:  # every failure is a result, never an escape
+        return _failure(error, timeout_s, stage)
+
+
 def tcpstore_ping(
     address: str, port: int, source: str | None = None, timeout_s: float = DEFAULT_TIMEOUT_S
 ) -> HandshakeResult:
@@ -124,19 +142,11 @@ def tcpstore_ping(
     message = (
         bytes([TCPSTORE_VALIDATE]) + _NONCE.pack(TCPSTORE_MAGIC) + bytes([TCPSTORE_PING]) + _NONCE.pack(nonce)
     )
-    deadline = _Deadline(timeout_s)
-    stage = "connect"
-    try:
-        with _connect(address, port, source, deadline) as sock:
-            stage = "send"
-            # One send of 10 bytes into an empty socket buffer is one segment: never a partial
-            # message, which would freeze a legacy single-threaded store (ground truth §2.4).
-            sock.settimeout(deadline.left())
-            sock.sendall(message)
-            stage = "reply"
-            reply = _read(sock, _NONCE.size, deadline)
-    except Exception as error:  # every failure is a result, never an escape
-        return _failure(error, timeout_s, stage)
+    # One send of 10 bytes into an empty socket buffer is one segment: never a partial
+    # message, which would freeze a legacy single-threaded store (ground truth §2.4).
+    reply = _exchange(address, port, source, message, _NONCE.size, timeout_s)
+    if isinstance(reply, HandshakeResult):
+        return reply
     if len(reply) < _NONCE.size:
         if not reply:
             return HandshakeResult(False, "closed without an answer")
@@ -152,17 +162,9 @@ def http_get_root(
     """Confirm a c10d WorkerServer: one ``GET /``, at most 8 KiB read, the body must name
     ``torch.distributed.WorkerServer`` (ground truth §7). Detail: the status line."""
     request = f"GET / HTTP/1.0\r\nHost: {_host_header(address, port)}\r\n\r\n".encode("ascii")
-    deadline = _Deadline(timeout_s)
-    stage = "connect"
-    try:
-        with _connect(address, port, source, deadline) as sock:
-            stage = "send"
-            sock.settimeout(deadline.left())
-            sock.sendall(request)
-            stage = "reply"
-            reply = _read(sock, HTTP_READ_CAP, deadline)
-    except Exception as error:  # every failure is a result, never an escape
-        return _failure(error, timeout_s, stage)
+    reply = _exchange(address, port, source, request, HTTP_READ_CAP, timeout_s)
+    if isinstance(reply, HandshakeResult):
+        return reply
     if not reply:
         return HandshakeResult(False, "closed without an answer")
     status_line = reply.split(b"\r\n", 1)[0].split(b"\n", 1)[0]
