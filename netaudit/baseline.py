@@ -18,14 +18,15 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
-from netaudit import atomic
+from netaudit import atomic, docparse, safeio
 from netaudit.inventory_json import timestamp
-from netaudit.models import BaselineChanges, Report
+from netaudit.models import BaselineChanges, Gap, Report
 from netaudit.typedread import InputError, Table
 
 KIND = "netaudit.baseline"
 SCHEMA_VERSION = 1
 _DIGITS = re.compile(r"\d+")
+BASELINE_LIMIT_BYTES = 64 << 20
 
 
 class BaselineError(InputError):
@@ -40,8 +41,10 @@ class Baseline:
     failures: dict[str, dict[str, Any]]
 
 
-def failure_key(item: str) -> str:
-    return _DIGITS.sub("#", item)
+def failure_key(gap: Gap) -> str:
+    """What makes two runs' gaps "the same": kind, vantage and host verbatim, and the reason
+    with its numbers taken out (counts and ports change from run to run; hosts do not)."""
+    return "|".join((gap.kind.value, gap.vantage, gap.host or "", _DIGITS.sub("#", gap.reason)))
 
 
 def _host_of(key: str) -> str:
@@ -51,16 +54,16 @@ def _host_of(key: str) -> str:
 def load(path: str) -> Baseline | None:
     """The previous state, or None on the first run (no file)."""
     try:
-        with open(path, encoding="utf-8") as handle:
-            text = handle.read(64 << 20)
+        raw = safeio.read_document(path, BASELINE_LIMIT_BYTES)
     except FileNotFoundError:
         return None
-    except (OSError, UnicodeDecodeError) as error:
-        raise BaselineError(f"{path}: cannot read the baseline: {error}") from None
+    except OSError as error:
+        raise BaselineError(f"{path}: cannot read the baseline: {error.strerror or error}") from None
     try:
-        data = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise BaselineError(f"{path}: corrupt baseline (not JSON: {error}); left as it is") from None
+        data = docparse.parse_json(raw, path, BaselineError)
+    except BaselineError as error:
+        why = str(error).removeprefix(f"{path}: not JSON: ")
+        raise BaselineError(f"{path}: corrupt baseline (not JSON: {why}); left as it is") from None
     top = Table(path, "", data, BaselineError)
     top.header(KIND, SCHEMA_VERSION, "baseline", "left as it is; move it aside to start over")
     findings = top.get("findings", dict, required=True)
@@ -68,6 +71,8 @@ def load(path: str) -> Baseline | None:
     for name, table in (("findings", findings), ("failures", failures)):
         if not all(isinstance(v, dict) and isinstance(v.get("first_seen"), str) for v in table.values()):
             top.fail(name, "corrupt entries; left as it is")
+    if not all("|" in key for key in findings):  # compare() reads the host out of each key
+        top.fail("findings", "corrupt keys; left as it is")
     top.get("updated_at", str)
     top.get("netaudit_version", str)
     top.finish()
@@ -104,8 +109,9 @@ def compare(previous: Baseline | None, report: Report) -> tuple[Report, Baseline
             resolved.append(key)
     failures_state: dict[str, dict[str, Any]] = {}
     new_failures = []
-    for item in report.incomplete:
-        key = failure_key(item)
+    for gap in report.gaps:
+        item = gap.text
+        key = failure_key(gap)
         before = old.failures.get(key)
         if before is None and key not in failures_state:
             new_failures.append(item)

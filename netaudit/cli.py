@@ -104,9 +104,17 @@ def build_parser() -> argparse.ArgumentParser:
         "targets",
         nargs="*",
         metavar="TARGET",
-        help="host, address, CIDR or hostlist (node[001-128]); default: this host",
+        help="restrict the scope: a CIDR filters the inventories' addresses; a host or address "
+        "without an inventory is swept on the default ports (default: every inventory address; "
+        "with no inventory either, this host over loopback)",
     )
-    scan.add_argument("--intended-subnet", metavar="CIDR", action="append", default=[])
+    scan.add_argument(
+        "--intended-subnet",
+        metavar="CIDR",
+        action="append",
+        default=[],
+        help="a network where distributed ports may answer (repeatable: once per subnet)",
+    )
     scan.add_argument(
         "--inventory",
         metavar="FILE",
@@ -140,6 +148,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="probe timeout, shortened to the measured round trip (default 1)",
     )
     scan.add_argument("--retries", type=int, metavar="N", help="resends of an unanswered probe (default 1)")
+    scan.add_argument(
+        "--max-targets",
+        type=int,
+        metavar="N",
+        help="most addresses swept without an inventory (default 65536)",
+    )
+    scan.add_argument(
+        "--max-endpoints",
+        type=int,
+        metavar="N",
+        help="most address x port pairs one run may plan (default 1048576)",
+    )
     scan.add_argument(
         "--max-inventory-age",
         type=float,

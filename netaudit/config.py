@@ -9,39 +9,20 @@ naming the file and the field. docs/configuration.md lists every key.
 from __future__ import annotations
 
 import datetime as dt
-import tomllib
 from dataclasses import dataclass, field
-from typing import TypeVar
 
-from netaudit import exposure
-from netaudit.models import Severity
+from netaudit import docparse, exposure, safeio
+from netaudit.audit import settings as scan_settings
+from netaudit.audit.settings import ScanSettings
 from netaudit.typedread import InputError, Table
 
 FANOUT_METHODS = frozenset({"clustershell", "ssh", "srun", "command"})
-TRUST_SCOPES = frozenset({"subnet", "job"})
 FORMATS = frozenset({"table", "json", "sarif", "junit"})
 ON_ERROR = frozenset({"open", "closed"})
 
 
 class ConfigError(InputError):
     """A config file that cannot be used."""
-
-
-@dataclass(frozen=True, slots=True)
-class ScanSettings:
-    targets: tuple[str, ...] = ()
-    sources: tuple[str, ...] = ()
-    ports: tuple[int, ...] = (29500, 29400, 25999, 28028)
-    port_ranges: tuple[tuple[int, int], ...] = ()
-    rate_per_s: float = 2000.0
-    in_flight_per_host: int = 64
-    timeout_s: float = 1.0
-    retries: int = 1
-    max_inventory_age_s: float = 60.0
-    allow_connect: bool = False
-    fail_on: Severity = Severity.HIGH
-    trust_scope: str = "subnet"
-    max_targets: int = 65536
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +47,7 @@ class FanoutSettings:
     topology: str | None = None  # ClusterShell topology.conf: tree mode through gateways
     srun_options: tuple[str, ...] = ()
     scan_from: tuple[str, ...] = ()
+    scan_command: str | None = None  # method "command": the template that runs a peer's scan
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,57 +104,6 @@ def _subnets(table: Table, key: str) -> tuple[str, ...]:
         table.fail(key, str(error))
 
 
-def _port_ranges(table: Table, key: str) -> tuple[tuple[int, int], ...]:
-    ranges = []
-    for text in table.strings(key, allow_empty=True) or ():
-        low, sep, high = text.partition("-")
-        try:
-            first, last = int(low), int(high if sep else low)
-        except ValueError:
-            table.fail(key, f"{text!r}: expected LOW-HIGH")
-        if not 1 <= first <= last <= 65535:
-            table.fail(key, f"{text!r}: expected 1 <= LOW <= HIGH <= 65535")
-        ranges.append((first, last))
-    return tuple(ranges)
-
-
-def _severity(table: Table, key: str, default: Severity) -> Severity:
-    text = table.choice(key, tuple(s.value for s in Severity))
-    return Severity(text) if text else default
-
-
-def _scan(table: Table | None) -> ScanSettings:
-    base = ScanSettings()
-    if table is None:
-        return base
-    settings = ScanSettings(
-        targets=table.strings("targets", allow_empty=True) or (),
-        sources=table.strings("sources", allow_empty=True) or (),
-        ports=table.ints("ports", 1, 65535) or base.ports,
-        port_ranges=_port_ranges(table, "port_ranges"),
-        rate_per_s=table.number("rate_per_s", 1, 10_000_000) or base.rate_per_s,
-        in_flight_per_host=table.integer("in_flight_per_host", 1, 65536) or base.in_flight_per_host,
-        timeout_s=table.number("timeout_s", 0.001, 600) or base.timeout_s,
-        retries=_or(table.integer("retries", 0, 10), base.retries),
-        max_inventory_age_s=_or(
-            table.number("max_inventory_age_s", 0, 365 * 86400), base.max_inventory_age_s
-        ),
-        allow_connect=_or(table.get("allow_connect", bool), base.allow_connect),
-        fail_on=_severity(table, "fail_on", base.fail_on),
-        trust_scope=table.choice("trust_scope", TRUST_SCOPES) or base.trust_scope,
-        max_targets=table.integer("max_targets", 1, 16_777_216) or base.max_targets,
-    )
-    table.finish()
-    return settings
-
-
-_T = TypeVar("_T")
-
-
-def _or(value: _T | None, default: _T) -> _T:
-    return default if value is None else value
-
-
 def _fanout(table: Table | None) -> FanoutSettings:
     base = FanoutSettings()
     if table is None:
@@ -190,7 +121,14 @@ def _fanout(table: Table | None) -> FanoutSettings:
         topology=table.get("topology", str),
         srun_options=table.strings("srun_options", allow_empty=True) or (),
         scan_from=table.strings("scan_from", allow_empty=True) or (),
+        scan_command=table.get("scan_command", str),
     )
+    if method == "command" and settings.scan_from and not settings.scan_command:
+        table.fail(
+            "scan_command",
+            'is required with method = "command" and scan_from (e.g. "ssh %h netaudit scan"): '
+            "the command template runs the probe",
+        )
     if method == "command" and not settings.command:
         table.fail(
             "command",
@@ -259,17 +197,17 @@ def _exceptions(top: Table) -> tuple[AcceptedException, ...]:
     return tuple(accepted)
 
 
+CONFIG_LIMIT_BYTES = 4 << 20
+
+
 def parse(text: str, path: str) -> Config:
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as error:
-        raise ConfigError(f"{path}: not valid TOML: {error}") from None
+    data = docparse.parse_toml(text, path, ConfigError)
     top = Table(path, "", data, ConfigError)
     config = Config(
         path=path,
         intended_subnets=_subnets(top, "intended_subnets"),
         probes_dirs=top.strings("probes_dirs", allow_empty=True) or (),
-        scan=_scan(top.sub("scan")),
+        scan=scan_settings.from_table(top.sub("scan")),
         fanout=_fanout(top.sub("fanout")),
         output=_output(top.sub("output")),
         gate=_gate(top.sub("gate")),
@@ -281,10 +219,9 @@ def parse(text: str, path: str) -> Config:
 
 def load(path: str) -> Config:
     try:
-        with open(path, "rb") as handle:
-            raw = handle.read(4 << 20)
+        raw = safeio.read_document(path, CONFIG_LIMIT_BYTES)
     except OSError as error:
-        raise ConfigError(f"{path}: cannot read: {error.strerror or error}") from None
+        raise docparse.read_error(path, error, ConfigError) from None
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:

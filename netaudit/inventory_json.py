@@ -13,6 +13,7 @@ import ipaddress
 from datetime import UTC, datetime
 from typing import Any
 
+from netaudit import hostnames
 from netaudit.models import (
     INVENTORY_SCHEMA_VERSION,
     BindScope,
@@ -361,7 +362,9 @@ def from_json(data: object, source: str) -> Inventory:
     )
     privilege.finish()
     top.get("is_complete", bool)
-    if not inventory.host.strip() or len(inventory.host) > 253:
-        top.fail("host", "expected a host name")
+    if not hostnames.is_valid_host(inventory.host):
+        # It names files (verdicts), log lines and baseline keys: a name, never a path.
+        shown = inventory.host if len(inventory.host) <= 64 else inventory.host[:61] + "..."
+        top.fail("host", f"{shown!r} is not a host name (letters, digits, '-', '_' and '.')")
     top.finish()
     return inventory

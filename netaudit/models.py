@@ -310,6 +310,12 @@ class Attempt:
     detail: str | None = None
     vantage: str = ""  # the host that sent it
 
+    @property
+    def is_unverified_filter(self) -> bool:
+        """Filtered, but no canary answered through the same path: a filter and a dead path
+        look the same."""
+        return self.state is PortState.FILTERED and not self.is_path_verified
+
 
 @dataclass(frozen=True, slots=True)
 class Endpoint:
@@ -400,6 +406,61 @@ class Finding:
         return (-self.severity.rank, self.host, self.address, self.port, self.rule_id, self.source)
 
 
+class GapKind(StrEnum):
+    """Why something could not be inspected. The exit status and the baseline read the kind,
+    never the wording of the reason."""
+
+    HOST_DOWN = "host-down"  # host-unreachable from our kernel or a router: nothing answered
+    UNRESOLVED = "unresolved"  # a target name that does not resolve
+    SILENT = "silent"  # no answer from any source, and no fresh inventory says it is up
+    NOT_TESTED = "not-tested"  # endpoints no outside source of their family could test
+    NO_SOURCE = "no-source"  # this host has no usable source address at all
+    INVENTORY = "inventory"  # the node's own inventory names gaps (privilege, a namespace)
+    FANOUT = "fanout"  # the node's probe could not be gathered
+    PEER = "peer"  # a scanning peer failed, or its report names a gap
+    INTERNAL = "internal"  # a netaudit crash on that node or peer (exit 4 for the run)
+
+
+@dataclass(frozen=True, slots=True)
+class Gap:
+    """One thing the run could not inspect.
+
+    Attributes:
+        host: the node, target or peer it concerns; None for the run as a whole.
+        vantage: the peer whose report named it ("" for this host's own run).
+    """
+
+    host: str | None
+    kind: GapKind
+    reason: str
+    vantage: str = ""
+
+    @property
+    def text(self) -> str:
+        where = f"peer {self.vantage}: " if self.vantage else ""
+        return f"{where}{self.host}: {self.reason}" if self.host else f"{where}{self.reason}"
+
+
+@dataclass(frozen=True, slots=True)
+class ScopeSummary:
+    """What the scan looked at, as derived from the inventories and the targets.
+
+    Attributes:
+        derived_from: "inventories", "targets" or "inventories+targets".
+        nodes: inventories whose addresses were in scope.
+        addresses: node addresses in scope per family (after the filters).
+        filters: the targets that restricted the inventories' scope (CIDRs, addresses).
+        swept_addresses: addresses without an inventory, tried on the default ports.
+    """
+
+    derived_from: str
+    nodes: int
+    addresses_ipv4: int
+    addresses_ipv6: int
+    filters: tuple[str, ...]
+    swept_addresses: int
+
+
 @dataclass(frozen=True, slots=True)
 class BaselineChanges:
     """What changed since the last run (--baseline).
@@ -424,8 +485,9 @@ class Report:
 
     Attributes:
         mode: "syn", "connect", "local" (this host over loopback), or "dry-run".
-        incomplete: what could not be inspected, one sentence each; empty means complete.
+        gaps: what could not be inspected; empty means complete.
         notes: what the reader must know to read it right (e.g. proof needs a peer).
+        scope: what was in scope; None for the local audit.
     """
 
     generated_at: datetime
@@ -438,11 +500,21 @@ class Report:
     fail_on: Severity
     findings: tuple[Finding, ...]
     endpoints: tuple[Endpoint, ...]
-    incomplete: tuple[str, ...]
+    gaps: tuple[Gap, ...]
     notes: tuple[str, ...]
     duration_s: float
     probes_sent: int
     is_interrupted: bool = False
     failed_hosts: tuple[str, ...] = ()  # hosts whose data is missing this run
     changes: BaselineChanges | None = None
+    scope: ScopeSummary | None = None
     schema_version: int = REPORT_SCHEMA_VERSION
+
+    @property
+    def incomplete(self) -> tuple[str, ...]:
+        """The gaps as sentences, for renderers."""
+        return tuple(gap.text for gap in self.gaps)
+
+    @property
+    def has_internal_error(self) -> bool:
+        return any(gap.kind is GapKind.INTERNAL for gap in self.gaps)

@@ -1,5 +1,7 @@
-"""Netlink dumps, stdlib only: listening TCP sockets (NETLINK_SOCK_DIAG) and interface
-addresses (NETLINK_ROUTE).
+"""Netlink, stdlib only: the one framing (socket, nlmsghdr records, NLMSG_ERROR/NLMSG_DONE,
+attributes) and the dumps built on it, listening TCP sockets (NETLINK_SOCK_DIAG) and
+interface addresses (NETLINK_ROUTE). The scan's route lookups (netaudit.scan.egress) use the
+same framing.
 
 A netlink socket answers for the network namespace it was created in, so callers that want
 another namespace create these sockets inside it (netaudit.netns.entered).
@@ -29,7 +31,10 @@ NLM_F_REQUEST = 0x1
 NLM_F_DUMP = 0x300
 NLMSG_ERROR = 2
 NLMSG_DONE = 3
+NLA_TYPE_MASK = 0x3FFF  # drops NLA_F_NESTED and NLA_F_NET_BYTEORDER
 _NLMSGHDR = struct.Struct("=IHHII")  # len, type, flags, seq, pid
+_NLMSGERR_CODE = struct.Struct("=i")  # struct nlmsgerr starts with the negated errno
+# struct nlattr and struct rtattr (<linux/rtnetlink.h>) share this header
 _NLATTR = struct.Struct("=HH")  # len, type
 
 # <linux/sock_diag.h>, <linux/inet_diag.h>
@@ -86,44 +91,92 @@ class DiagListener:
     cgroup_id: int | None
 
 
-def _attributes(data: bytes, offset: int, end: int) -> Iterator[tuple[int, bytes]]:
+# One record as the receive loop yields it: (type, seq, buffer, payload offset, message end).
+Record = tuple[int, int, bytes, int, int]
+
+
+def _align(length: int) -> int:
+    """NLMSG_ALIGN and NLA_ALIGN: records and attributes start on 4-byte boundaries."""
+    return (length + 3) & ~3
+
+
+def open_socket(protocol: int) -> socket.socket:
+    """A netlink socket of ``protocol`` in the current network namespace, bound to a
+    kernel-chosen port id."""
+    sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, protocol)
+    try:
+        sock.bind((0, 0))
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def pack_message(msg_type: int, flags: int, seq: int, payload: bytes) -> bytes:
+    """One request: the nlmsghdr, then ``payload`` (already padded by its builder)."""
+    return _NLMSGHDR.pack(_NLMSGHDR.size + len(payload), msg_type, flags, seq, 0) + payload
+
+
+def pack_attribute(kind: int, value: bytes) -> bytes:
+    """One attribute (rtattr/nlattr) with its padding."""
+    return _NLATTR.pack(_NLATTR.size + len(value), kind) + value + b"\0" * (-len(value) % 4)
+
+
+def attributes(data: bytes, offset: int, end: int) -> Iterator[tuple[int, bytes]]:
+    """(type without its flag bits, value) for each attribute between offset and end."""
     while offset + _NLATTR.size <= end:
         length, kind = _NLATTR.unpack_from(data, offset)
         if length < _NLATTR.size:
             return
-        yield kind & 0x3FFF, data[offset + _NLATTR.size : offset + length]
-        offset += (length + 3) & ~3
+        yield kind & NLA_TYPE_MASK, data[offset + _NLATTR.size : offset + length]
+        offset += _align(length)
+
+
+def error_code(data: bytes, offset: int) -> int:
+    """The errno an NLMSG_ERROR payload at ``offset`` carries; 0 is an acknowledgement."""
+    code: int = _NLMSGERR_CODE.unpack_from(data, offset)[0]
+    return -code
+
+
+def records(data: bytes) -> Iterator[Record]:
+    """Each nlmsghdr record of one received buffer."""
+    offset = 0
+    while offset + _NLMSGHDR.size <= len(data):
+        length, kind, _flags, seq, _pid = _NLMSGHDR.unpack_from(data, offset)
+        if length < _NLMSGHDR.size:
+            raise NetlinkError(errno.EIO, "malformed netlink message")
+        end = offset + length
+        yield kind, seq, data, offset + _NLMSGHDR.size, end
+        offset = _align(end)
+
+
+def receive(sock: socket.socket, recv_bytes: int = _RECV_BYTES) -> Iterator[Record]:
+    """Every record the socket receives, for as long as the caller iterates. A socket
+    timeout ends it with TimeoutError; a closed socket or a malformed record with
+    NetlinkError."""
+    while True:
+        data = sock.recv(recv_bytes)
+        if not data:
+            raise NetlinkError(errno.EIO, "netlink socket closed during a dump")
+        yield from records(data)
 
 
 def _dump(protocol: int, msg_type: int, payload: bytes) -> Iterator[tuple[int, bytes, int, int]]:
     """Send one dump request, yield (type, buffer, payload offset, message end) per answer."""
-    with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, protocol) as sock:
-        sock.bind((0, 0))
-        sequence = 1
-        header = _NLMSGHDR.pack(
-            _NLMSGHDR.size + len(payload), msg_type, NLM_F_REQUEST | NLM_F_DUMP, sequence, 0
-        )
-        sock.sendall(header + payload)
-        while True:
-            data = sock.recv(_RECV_BYTES)
-            if not data:
-                raise NetlinkError(errno.EIO, "netlink socket closed during a dump")
-            offset = 0
-            while offset + _NLMSGHDR.size <= len(data):
-                length, kind, _flags, seq, _pid = _NLMSGHDR.unpack_from(data, offset)
-                if length < _NLMSGHDR.size:
-                    raise NetlinkError(errno.EIO, "malformed netlink message")
-                end = offset + length
-                if seq == sequence:
-                    if kind == NLMSG_DONE:
-                        return
-                    if kind == NLMSG_ERROR:
-                        (code,) = struct.unpack_from("=i", data, offset + _NLMSGHDR.size)
-                        if code:
-                            raise NetlinkError(-code, os.strerror(-code))
-                    else:
-                        yield kind, data, offset + _NLMSGHDR.size, end
-                offset = (end + 3) & ~3
+    sequence = 1
+    with open_socket(protocol) as sock:
+        sock.sendall(pack_message(msg_type, NLM_F_REQUEST | NLM_F_DUMP, sequence, payload))
+        for kind, seq, data, offset, end in receive(sock):
+            if seq != sequence:
+                continue
+            if kind == NLMSG_DONE:
+                return
+            if kind == NLMSG_ERROR:
+                code = error_code(data, offset)
+                if code:
+                    raise NetlinkError(code, os.strerror(code))
+            else:
+                yield kind, data, offset, end
 
 
 def _address(family: int, raw: bytes) -> str:
@@ -145,7 +198,7 @@ def listening_tcp() -> list[DiagListener]:
             )
             v6only: bool | None = None
             cgroup_id: int | None = None
-            for attr, value in _attributes(data, offset + _DIAG_MSG_SIZE, end):
+            for attr, value in attributes(data, offset + _DIAG_MSG_SIZE, end):
                 if attr == INET_DIAG_SKV6ONLY and value:
                     v6only = bool(value[0])
                 elif attr == INET_DIAG_CGROUP_ID and len(value) >= 8:
@@ -172,7 +225,7 @@ def _link_names() -> dict[int, str]:
         if kind != RTM_NEWLINK:
             continue
         _family, _type, index, _flags, _change = _IFINFOMSG.unpack_from(data, offset)
-        for attr, value in _attributes(data, offset + _IFINFOMSG.size, end):
+        for attr, value in attributes(data, offset + _IFINFOMSG.size, end):
             if attr == IFLA_IFNAME:
                 names[index] = value.rstrip(b"\0").decode("utf-8", "replace")
     return names
@@ -189,7 +242,7 @@ def interface_addresses() -> list[InterfaceAddress]:
         family, prefix, _flags, _scope, index = _IFADDRMSG.unpack_from(data, offset)
         if family not in (socket.AF_INET, socket.AF_INET6):
             continue
-        attrs = dict(_attributes(data, offset + _IFADDRMSG.size, end))
+        attrs = dict(attributes(data, offset + _IFADDRMSG.size, end))
         # IFA_LOCAL is the local end of a point-to-point link; IFA_ADDRESS is then the peer.
         raw = attrs.get(IFA_LOCAL) or attrs.get(IFA_ADDRESS)
         if raw is None:

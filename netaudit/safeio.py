@@ -5,6 +5,10 @@ data), and files inside their container or virtualenv such as torch/version.py. 
 here is bounded in size, never blocks (a FIFO where a file should be), and never follows a
 symbolic link that the user could point at /etc/shadow. Contents are parsed as text, never
 imported or executed.
+
+The documents a user names (an inventory, the config, the baseline, the gate's verdict) are
+read by ``read_document``: a path given by mistake or malice as a FIFO, a device or a
+directory is refused at once, and no file is read past its size limit.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
+from typing import IO
 
 _NOFOLLOW = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 
@@ -68,3 +73,95 @@ def read_user_file(root: str, relative: str, limit_bytes: int) -> bytes:
         return os.read(fd, limit_bytes)
     finally:
         os.close(fd)
+
+
+# Documents a user names (inventory, config, baseline, verdict) ---------------------------
+
+_DOCUMENT_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC
+_CHUNK_BYTES = 1 << 20
+
+_KIND_NAMES = (
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+)
+
+
+def _kind(mode: int) -> str:
+    return next((name for test, name in _KIND_NAMES if test(mode)), "not a regular file")
+
+
+def _too_large(limit_bytes: int) -> UnsafeFileError:
+    shown = f"{limit_bytes >> 20} MiB" if limit_bytes >= 1 << 20 else f"{limit_bytes} bytes"
+    return UnsafeFileError(errno.EFBIG, f"larger than {shown}")
+
+
+def read_document(path: str, limit_bytes: int) -> bytes:
+    """The bytes of the regular file ``path``, at most ``limit_bytes`` of them.
+
+    For files a user names on the command line or in a config. Symbolic links are followed
+    (the user chose the path), but what they lead to must be a regular file: a FIFO would
+    block the read forever and /dev/zero would never end, so both are refused before a byte
+    is read. The open itself is non-blocking, so a FIFO with no writer cannot hang it.
+
+    Raises:
+        UnsafeFileError: not a regular file, or larger than ``limit_bytes``. Its ``strerror``
+            is one line without the path (``a FIFO, not a regular file``, ``larger than 4
+            MiB``), for ``f"{path}: cannot read: {error.strerror}"``.
+        OSError: the open's own error (FileNotFoundError, PermissionError, ...), unchanged.
+    """
+    try:
+        fd = os.open(path, _DOCUMENT_FLAGS)
+    except OSError as error:
+        # Opening a Unix socket fails with ENXIO, whose text ("No such device or address")
+        # sends the user looking for a missing file.
+        if error.errno == errno.ENXIO and stat.S_ISSOCK(os.stat(path).st_mode):
+            raise UnsafeFileError(errno.EINVAL, "a socket, not a regular file") from None
+        raise
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise UnsafeFileError(errno.EINVAL, f"{_kind(info.st_mode)}, not a regular file")
+        if info.st_size > limit_bytes:
+            raise _too_large(limit_bytes)
+        # The file may grow between fstat and read (a log being written): the cap holds anyway.
+        data = bytearray()
+        remaining = limit_bytes + 1
+        want = min(remaining, info.st_size + 1)
+        while remaining > 0:
+            chunk = os.read(fd, max(1, min(remaining, want)))
+            if not chunk:
+                break
+            data += chunk
+            remaining -= len(chunk)
+            want = _CHUNK_BYTES
+    finally:
+        os.close(fd)
+    if len(data) > limit_bytes:
+        raise _too_large(limit_bytes)
+    return bytes(data)
+
+
+def read_stream(stream: IO[bytes] | IO[str], limit_bytes: int) -> bytes:
+    """At most ``limit_bytes`` of ``stream`` (stdin given as '-'), read in chunks, as bytes.
+
+    A text stream is read through its binary buffer when it has one (sys.stdin), so the size
+    is counted in bytes and decoding is left to the parser; one without (io.StringIO in
+    tests) is encoded as UTF-8.
+
+    Raises:
+        UnsafeFileError: more than ``limit_bytes``, with ``strerror`` as in read_document.
+        OSError: the read's own error.
+    """
+    source: IO[bytes] | IO[str] = getattr(stream, "buffer", stream)
+    data = bytearray()
+    while len(data) <= limit_bytes:
+        chunk = source.read(min(_CHUNK_BYTES, limit_bytes + 1 - len(data)))
+        if not chunk:
+            break
+        data += chunk.encode("utf-8", "surrogateescape") if isinstance(chunk, str) else chunk
+    if len(data) > limit_bytes:
+        raise _too_large(limit_bytes)
+    return bytes(data)

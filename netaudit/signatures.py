@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import os
 import re
-import tomllib
 from dataclasses import dataclass
 
+from netaudit import docparse, safeio
 from netaudit.models import Confidence, Severity
 from netaudit.typedread import InputError, Table
 
 SCHEMA = 1
+SIGNATURE_LIMIT_BYTES = 1 << 20  # the shipped files are under 4 KiB each
 HANDSHAKES = frozenset({"none", "tcpstore-ping", "http-get-root"})
 BIND_SCOPES = frozenset(
     {
@@ -192,10 +193,7 @@ def _rule(reader: Table) -> Rule:
 
 def parse(text: str, path: str) -> Signature:
     """One signature from TOML text; ``path`` is used in error messages only."""
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as error:
-        raise SignatureError(f"{path}: not valid TOML: {error}") from None
+    data = docparse.parse_toml(text, path, SignatureError)
     reader = Table(path, "", data, SignatureError)
     schema = reader.get("schema", int, required=True)
     if schema != SCHEMA:
@@ -257,10 +255,13 @@ def _directory_files(directory: str, label: str | None = None) -> list[tuple[str
         path = os.path.join(directory, name)
         shown = f"{label}/{name}" if label else path
         try:
-            with open(path, encoding="utf-8") as handle:
-                files.append((shown, handle.read()))
-        except (OSError, UnicodeDecodeError) as error:
-            raise SignatureError(f"{shown}: cannot read: {error}") from None
+            raw = safeio.read_document(path, SIGNATURE_LIMIT_BYTES)
+        except OSError as error:
+            raise docparse.read_error(shown, error, SignatureError) from None
+        try:
+            files.append((shown, raw.decode("utf-8")))
+        except UnicodeDecodeError as error:
+            raise SignatureError(f"{shown}: not UTF-8 text (byte {error.start})") from None
     return files
 
 

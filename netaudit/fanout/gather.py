@@ -53,6 +53,21 @@ def run(
     raise FanoutError(f"fanout.method: unknown method {method!r}")
 
 
+def run_template(
+    settings: FanoutSettings,
+    template: str,
+    nodes: Sequence[str],
+    arguments: Sequence[str],
+    stdin: bytes | None = None,
+) -> list[NodeOutput]:
+    """Method "command" for the peers' scans: ``template`` (fanout.scan_command) with the
+    scan's arguments appended."""
+    if not template:
+        raise FanoutError('fanout.scan_command: required with method = "command" and scan_from')
+    commands = {node: [*subprocesses.template_argv(template, node), *arguments] for node in nodes}
+    return subprocesses.run_all(commands, settings.width, settings.timeout_s, stdin)
+
+
 def inventories(
     settings: FanoutSettings, environ: Mapping[str, str]
 ) -> tuple[list[Inventory], list[NodeFailure]]:

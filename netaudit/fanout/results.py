@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, replace
 
-from netaudit import inventory_json
+from netaudit import docparse, inventory_json
 from netaudit.models import Inventory
+from netaudit.status import ExitStatus
 from netaudit.typedread import InputError
 
 OUTPUT_LIMIT = 256 << 20  # an inventory of 200k listeners is ~100 MB of JSON; more is not ours
@@ -28,8 +28,13 @@ class NodeOutput:
 
 @dataclass(frozen=True, slots=True)
 class NodeFailure:
+    """Attributes:
+    is_internal_error: the node's netaudit crashed (exit 4): a bug, not a node that is down.
+    """
+
     node: str
     reason: str
+    is_internal_error: bool = False
 
     @property
     def text(self) -> str:
@@ -49,14 +54,17 @@ def to_inventory(output: NodeOutput) -> Inventory | NodeFailure:
     if not output.stdout.strip():
         stderr = _tail(output.stderr)
         return NodeFailure(
-            output.node, f"exit {output.returncode} and no output" + (f": {stderr}" if stderr else "")
+            output.node,
+            f"exit {output.returncode} and no output" + (f": {stderr}" if stderr else ""),
+            is_internal_error=output.returncode == ExitStatus.INTERNAL,
         )
     if len(output.stdout) > OUTPUT_LIMIT:
         return NodeFailure(output.node, f"output larger than {OUTPUT_LIMIT} bytes")
     try:
-        data = json.loads(output.stdout)
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        return NodeFailure(output.node, f"bad JSON ({error.__class__.__name__}: {str(error)[:80]})")
+        data = docparse.parse_json(output.stdout, output.node, InputError)
+    except InputError as error:
+        why = str(error).removeprefix(f"{output.node}: not JSON: ")
+        return NodeFailure(output.node, f"bad JSON ({why[:80]})")
     try:
         found = inventory_json.from_json(data, output.node)
     except InputError as error:

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 
+from netaudit.audit.policy import failing
 from netaudit.models import PortState, Report
-from netaudit.policy import failing
 
 
 def to_junit(report: Report) -> str:

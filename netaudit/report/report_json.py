@@ -6,9 +6,9 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
+from netaudit.audit.policy import failing
 from netaudit.inventory_json import timestamp
 from netaudit.models import Attempt, Endpoint, Finding, JobIdentity, PortState, Report, Severity
-from netaudit.policy import failing
 
 KIND = "netaudit.report"
 
@@ -56,6 +56,7 @@ def _attempt(attempt: Attempt) -> dict[str, Any]:
         "rtt_ms": attempt.rtt_ms,
         "is_local_path": attempt.is_local_path,
         "is_path_verified": attempt.is_path_verified,
+        "is_unverified_filter": attempt.is_unverified_filter,
         "confirmed": attempt.confirmed,
         "detail": attempt.detail,
         "vantage": attempt.vantage,
@@ -110,8 +111,24 @@ def summary(report: Report) -> dict[str, Any]:
         "attempts": {state.value: states.get(state.value, 0) for state in PortState},
         "probes_sent": report.probes_sent,
         "duration_s": report.duration_s,
-        "is_complete": not report.incomplete,
+        "is_complete": not report.gaps,
+        "filtered_unverified": sum(
+            1 for e in report.endpoints for a in e.attempts if a.is_unverified_filter
+        ),
         "is_interrupted": report.is_interrupted,
+    }
+
+
+def _scope(report: Report) -> dict[str, Any] | None:
+    scope = report.scope
+    if scope is None:
+        return None
+    return {
+        "derived_from": scope.derived_from,
+        "nodes": scope.nodes,
+        "addresses": {"ipv4": scope.addresses_ipv4, "ipv6": scope.addresses_ipv6},
+        "filters": list(scope.filters),
+        "swept_addresses": scope.swept_addresses,
     }
 
 
@@ -139,6 +156,11 @@ def to_json(report: Report) -> dict[str, Any]:
         "fail_on": report.fail_on.value,
         "findings": [finding_json(finding) for finding in report.findings],
         "endpoints": [_endpoint(endpoint) for endpoint in report.endpoints],
+        "scope": _scope(report),
+        "gaps": [
+            {"host": gap.host, "kind": gap.kind.value, "reason": gap.reason, "vantage": gap.vantage}
+            for gap in report.gaps
+        ],
         "incomplete": list(report.incomplete),
         "failed_hosts": list(report.failed_hosts),
         "notes": list(report.notes),

@@ -4,15 +4,17 @@ like any other input; what the central run needs is rebuilt, the rest is ignored
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
+from netaudit import docparse, hostnames
 from netaudit.inventory_json import read_classification, read_job
 from netaudit.models import (
     Attempt,
     Endpoint,
     Family,
     Finding,
+    Gap,
+    GapKind,
     JobIdentity,
     Listener,
     ListenerSource,
@@ -46,7 +48,7 @@ def _finding(table: Table, vantage: str) -> Finding:
         severity=_enum(table, "severity", Severity),
         service=table.get("service", str, required=True),
         variant=table.get("variant", str, nullable=True),
-        host=table.get("host", str, required=True),
+        host=_host(table, "host") or "",
         address=table.get("address", str, required=True),
         family=_enum(table, "family", Family),
         port=table.integer("port", 1, 65535, required=True) or 0,
@@ -120,7 +122,7 @@ def _endpoint(table: Table, vantage: str) -> Endpoint:
     family = _enum(table, "family", Family)
     port = table.integer("port", 1, 65535, required=True) or 0
     endpoint = Endpoint(
-        host=table.get("host", str, required=True),
+        host=_host(table, "host") or "",
         address=table.get("address", str, required=True),
         family=family,
         port=port,
@@ -164,7 +166,7 @@ def from_json(data: object, source: str) -> Report:
         fail_on=_enum(top, "fail_on", Severity),
         findings=tuple(_finding(t, host) for t in top.tables("findings", required=True)),
         endpoints=tuple(_endpoint(t, host) for t in top.tables("endpoints", required=True)),
-        incomplete=top.strings("incomplete", required=True, allow_empty=True) or (),
+        gaps=_gaps(top),
         notes=top.strings("notes", required=True, allow_empty=True) or (),
         duration_s=summary.get("duration_s", float) or 0.0,
         probes_sent=summary.get("probes_sent", int) or 0,
@@ -172,13 +174,34 @@ def from_json(data: object, source: str) -> Report:
         failed_hosts=top.strings("failed_hosts", allow_empty=True) or (),
     )
     top.get("changes", dict, nullable=True)
+    top.get("scope", dict, nullable=True)
+    top.strings("incomplete", allow_empty=True)  # the gaps as sentences; the gaps are read
     top.finish()
     return report
 
 
+def _host(table: Table, key: str, nullable: bool = False) -> str | None:
+    """A host named by a peer: a host name, never a path or a log line of its own."""
+    text = table.get(key, str, required=not nullable, nullable=nullable)
+    if text is not None and not hostnames.is_valid_host(text):
+        table.fail(key, f"{text[:64]!r} is not a host name")
+    return text  # type: ignore[no-any-return]
+
+
+def _gaps(top: Table) -> tuple[Gap, ...]:
+    found = []
+    for table in top.tables("gaps"):
+        found.append(
+            Gap(
+                host=_host(table, "host", nullable=True),
+                kind=_enum(table, "kind", GapKind),
+                reason=table.get("reason", str, required=True),
+                vantage=table.get("vantage", str) or "",
+            )
+        )
+        table.finish()
+    return tuple(found)
+
+
 def loads(text: bytes | str, source: str) -> Report:
-    try:
-        data = json.loads(text)
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ReportError(f"{source}: not JSON: {error}") from None
-    return from_json(data, source)
+    return from_json(docparse.parse_json(text, source, ReportError), source)

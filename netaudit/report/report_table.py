@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from tabulate import tabulate
 
+from netaudit.audit.policy import failing
 from netaudit.inventory_json import timestamp
-from netaudit.models import Attempt, Finding, Report
-from netaudit.policy import failing
+from netaudit.models import Attempt, Finding, Report, ScopeSummary
 from netaudit.report.report_json import summary
 
 _MAX_ENDPOINT_ROWS = 200
@@ -49,7 +49,11 @@ def _confirmed(value: bool | None) -> str:
 
 
 def _attempt_text(attempt: Attempt) -> str:
-    text = f"{attempt.source} {attempt.state.value}"
+    text = f"{attempt.source or 'no source'} {attempt.state.value}"
+    if attempt.is_unverified_filter:
+        text += " (unverified: no canary answered on this path)"
+    elif attempt.state.value == "not-tested":
+        text += f" ({attempt.reason.removeprefix('not tested: ')})"
     if attempt.is_local_path:
         text += " (local path, not evidence)"
     if attempt.confirmed is not None:
@@ -117,6 +121,20 @@ def render_changes(report: Report) -> str:
     return "\n".join(lines) + "\n"
 
 
+def scope_text(scope: ScopeSummary) -> str:
+    """One line: what the run looked at, so a reader sees at once if a family is missing."""
+    text = (
+        f"{scope.nodes} node(s) from {scope.derived_from}, {scope.addresses_ipv4} IPv4 and "
+        f"{scope.addresses_ipv6} IPv6 node addresses"
+    )
+    if scope.swept_addresses:
+        text += f", {scope.swept_addresses} address(es) swept on the default ports"
+    if scope.filters:
+        shown = ", ".join(scope.filters[:4]) + (", ..." if len(scope.filters) > 4 else "")
+        text += f"; targets: {shown}"
+    return text
+
+
 def render(report: Report) -> str:
     lines: list[str] = []
     counts = summary(report)
@@ -130,6 +148,8 @@ def render(report: Report) -> str:
     lines.append(f"sources: {sources or 'loopback only'}")
     intended = ", ".join(report.intended_subnets) or "none (every non-loopback address is outside)"
     lines.append(f"intended subnets: {intended} · trust scope {report.trust_scope}")
+    if report.scope is not None:
+        lines.append(f"scope: {scope_text(report.scope)}")
     lines.append("")
     bad = failing(report.findings, report.fail_on)
     if report.findings:

@@ -23,29 +23,27 @@ import struct
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
+from netaudit import netlink
 from netaudit.models import PortState
-from netaudit.netlink import interface_addresses
 from netaudit.scan.packets import pack_address, unpack_address
 from netaudit.scan.probe_types import ProbeOutcome, ProbeSpec, address_family
 
-# <linux/netlink.h>, <linux/rtnetlink.h>
-_NETLINK_ROUTE = 0
-_NLM_F_REQUEST = 0x1
-_NLMSG_ERROR = 2
+# <linux/rtnetlink.h>
 _RTM_NEWROUTE = 24
 _RTM_GETROUTE = 26
 _RTA_DST = 1
 _RTA_SRC = 2
 _RTA_OIF = 4
 _RTN_LOCAL = 2
-_NLMSGHDR = struct.Struct("=IHHII")  # len, type, flags, seq, pid
 # struct rtmsg: family, dst_len, src_len, tos, table, protocol, scope, type, flags
 _RTMSG = struct.Struct("=BBBBBBBBI")
-_NLATTR = struct.Struct("=HH")
+_RTMSG_TYPE_OFFSET = 7  # rtm_type, after family .. scope
+_OIF = struct.Struct("=I")  # RTA_OIF: the output interface index
 # Requests in flight on the netlink socket at once: each answer is about 100 bytes, well
 # inside the default 208 KiB receive buffer (net.core.rmem_default).
 _ROUTE_BATCH = 256
 _ROUTE_TIMEOUT_S = 2.0
+_ROUTE_RECV_BYTES = 1 << 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,7 +64,7 @@ class Source:
 def local_sources(addresses: Iterable[str]) -> dict[str, Source]:
     """Look up the interface of each source address (same text in, as the key)."""
     by_packed: dict[bytes, str] = {}
-    for item in interface_addresses():
+    for item in netlink.interface_addresses():
         by_packed.setdefault(pack_address(item.address), item.name)
     found: dict[str, Source] = {}
     for address in addresses:
@@ -109,32 +107,21 @@ def with_aliases(
             yield dataclasses.replace(outcome, spec=alias)
 
 
-def _attribute(kind: int, value: bytes) -> bytes:
-    header = _NLATTR.pack(_NLATTR.size + len(value), kind)
-    padding = b"\0" * (-len(value) % 4)
-    return header + value + padding
-
-
 def _route_request(seq: int, source: bytes, target: bytes) -> bytes:
     family = socket.AF_INET if len(target) == 4 else socket.AF_INET6
     bits = len(target) * 8
     body = _RTMSG.pack(family, bits, bits, 0, 0, 0, 0, 0, 0)
-    body += _attribute(_RTA_DST, target) + _attribute(_RTA_SRC, source)
-    return _NLMSGHDR.pack(_NLMSGHDR.size + len(body), _RTM_GETROUTE, _NLM_F_REQUEST, seq, 0) + body
+    body += netlink.pack_attribute(_RTA_DST, target) + netlink.pack_attribute(_RTA_SRC, source)
+    return netlink.pack_message(_RTM_GETROUTE, netlink.NLM_F_REQUEST, seq, body)
 
 
 def _route_answer(data: bytes, offset: int, end: int) -> tuple[int, bool]:
     """(output interface index, is a local route) from an RTM_NEWROUTE message body."""
-    route_type = data[offset + 7]
+    route_type = data[offset + _RTMSG_TYPE_OFFSET]
     oif = 0
-    position = offset + _RTMSG.size
-    while position + _NLATTR.size <= end:
-        length, kind = _NLATTR.unpack_from(data, position)
-        if length < _NLATTR.size:
-            break
-        if kind & 0x3FFF == _RTA_OIF and length >= _NLATTR.size + 4:
-            (oif,) = struct.unpack_from("=I", data, position + _NLATTR.size)
-        position += (length + 3) & ~3
+    for kind, value in netlink.attributes(data, offset + _RTMSG.size, end):
+        if kind == _RTA_OIF and len(value) >= _OIF.size:
+            (oif,) = _OIF.unpack_from(value)
     return oif, route_type == _RTN_LOCAL
 
 
@@ -145,8 +132,7 @@ def lookup_routes(pairs: list[tuple[str, str]]) -> dict[tuple[str, str], RouteRe
     """The kernel's output route for each (source, target): ``(oif, is_local)`` or an errno
     (ENETUNREACH, EINVAL for a source that is not local, ...)."""
     results: dict[tuple[str, str], RouteResult] = {}
-    with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, _NETLINK_ROUTE) as sock:
-        sock.bind((0, 0))
+    with netlink.open_socket(netlink.NETLINK_ROUTE) as sock:
         # The kernel answers every request at once; a deadline only guards against hanging.
         sock.settimeout(_ROUTE_TIMEOUT_S)
         for start in range(0, len(pairs), _ROUTE_BATCH):
@@ -157,29 +143,23 @@ def lookup_routes(pairs: list[tuple[str, str]]) -> dict[tuple[str, str], RouteRe
             ]
             sock.sendall(b"".join(requests))
             waiting = len(batch)
+            answers = netlink.receive(sock, _ROUTE_RECV_BYTES)
             while waiting:
                 try:
-                    data = sock.recv(1 << 16)
+                    kind, seq, data, body, end = next(answers)
                 except TimeoutError:
                     break  # unanswered pairs stay absent: route_problem reports them
-                offset = 0
-                while offset + _NLMSGHDR.size <= len(data):
-                    length, kind, _flags, seq, _pid = _NLMSGHDR.unpack_from(data, offset)
-                    if length < _NLMSGHDR.size:
-                        break
-                    end = offset + length
-                    body = offset + _NLMSGHDR.size
-                    if 1 <= seq <= len(batch):
-                        pair = batch[seq - 1]
-                        if kind == _NLMSG_ERROR:
-                            (code,) = struct.unpack_from("=i", data, body)
-                            if code:  # code 0 would be an ACK, which we did not ask for
-                                results.setdefault(pair, -code)
-                                waiting -= 1
-                        elif kind == _RTM_NEWROUTE:
-                            results.setdefault(pair, _route_answer(data, body, end))
-                            waiting -= 1
-                    offset = (end + 3) & ~3
+                if not 1 <= seq <= len(batch):
+                    continue
+                pair = batch[seq - 1]
+                if kind == netlink.NLMSG_ERROR:
+                    code = netlink.error_code(data, body)
+                    if code:  # code 0 would be an ACK, which we did not ask for
+                        results.setdefault(pair, code)
+                        waiting -= 1
+                elif kind == _RTM_NEWROUTE:
+                    results.setdefault(pair, _route_answer(data, body, end))
+                    waiting -= 1
     return results
 
 

@@ -35,7 +35,14 @@ def test_local_audit_says_proof_needs_a_peer() -> None:
     ("argv", "message"),
     [
         (("scan", "--inventory", "/nonexistent.json", "198.18.0.1"), "/nonexistent.json: cannot read"),
-        (("scan", "10.0.0.0/8", "--dry-run"), "more than the limit of 65536"),
+        (("scan", "198.18.0.0/15", "--dry-run"), "131,072 addresses to sweep (198.18.0.0/15)"),
+        (("scan", "198.18.0.0/24", "--port", "1-65535", "--dry-run"), "more than scan.max_endpoints"),
+        (("scan", "127.0.0.1", "--dry-run"), "127.0.0.1: a loopback address is not a scan target"),
+        (("scan", "fe80::1", "--dry-run"), "fe80::1: a link-local address is not a scan target"),
+        (("scan", "fe80::1%eth0", "--dry-run"), "fe80::1%eth0: a link-local address is not a scan target"),
+        (("scan", "198.18.0.1", "--timeout", "nan", "--dry-run"), "--timeout: expected a number"),
+        (("scan", "198.18.0.1", "--timeout", "inf", "--dry-run"), "--timeout: expected a number"),
+        (("scan", "198.18.0.1", "--rate", "nan", "--dry-run"), "--rate: expected a number"),
         (("scan", "not a host!", "--dry-run"), "'not a host!' is not a host name"),
         (("scan", "node[1-", "--dry-run"), "is not a hostlist expression"),
         (
@@ -43,8 +50,8 @@ def test_local_audit_says_proof_needs_a_peer() -> None:
             "--source nosuchif0: no such interface",
         ),
         (("scan", "198.18.0.1", "--source", "198.18.99.99", "--dry-run"), "not an address of this host"),
-        (("scan", "198.18.0.1", "--port", "70000", "--dry-run"), "--port 70000"),
-        (("scan", "198.18.0.1", "--rate", "0", "--dry-run"), "rate_per_s must be positive"),
+        (("scan", "198.18.0.1", "--port", "70000", "--dry-run"), "--port: '70000'"),
+        (("scan", "198.18.0.1", "--rate", "0", "--dry-run"), "--rate: expected a number in 1..1e+07"),
         (("scan", "--textfile", "/nonexistent-dir"), "--textfile: /nonexistent-dir: not a directory"),
     ],
 )
@@ -55,10 +62,16 @@ def test_scan_usage_errors(argv: tuple[str, ...], message: str) -> None:
     assert result.stderr.count("\n") == 1
 
 
-def test_inventories_need_a_scope(tmp_path: Path) -> None:
+def test_inventories_are_their_own_scope(tmp_path: Path) -> None:
+    # Given an inventory and no target, when scanned (dry run), then its node addresses are the
+    # scope and the report says what it derived.
     path = write_inventory(tmp_path / "n.json")
-    result = run("scan", "--inventory", str(path))
-    assert result.status == 2 and "inventories need a target scope" in result.stderr
+    result = run("scan", "--inventory", str(path), "--dry-run", "--format", "json")
+    assert result.status == 0, result.stderr
+    report = result.json()
+    assert report["scope"]["derived_from"] == "inventories" and report["scope"]["nodes"] == 1
+    assert report["scope"]["addresses"] == {"ipv4": 1, "ipv6": 0}
+    assert {(e["address"], e["port"]) for e in report["endpoints"]} == {("198.18.0.1", 29500)}
 
 
 def test_foreign_inventory_is_refused_before_anything_is_sent(tmp_path: Path) -> None:
@@ -84,17 +97,20 @@ def test_inventory_bundle_on_stdin_and_dry_run_plan(tmp_path: Path) -> None:
     assert result.status == 0, result.stderr
     report = result.json()
     assert report["vantage"]["mode"] == "dry-run" and report["summary"]["probes_sent"] == 0
-    # the store answers on the namespace's one routable address; the rest of the /24s get the
-    # default ports, and every attempt says what would be sent
+    # the store answers on the namespace's one routable address; with an inventory a CIDR only
+    # filters (never expanded), and every attempt says what would be sent
     addresses = {(e["address"], e["port"]) for e in report["endpoints"] if e["service"]}
     assert addresses == {("198.18.0.1", 29500)}
-    plain = [e for e in report["endpoints"] if e["service"] is None]
-    assert {e["port"] for e in plain} == {29500, 29400, 25999, 28028}
-    assert len(plain) == (256 - 1 + 256) * 4  # every address of both /24s, but the inventory's own
-    # an inventory address outside the scope is not scanned, and the report says so
+    assert not [e for e in report["endpoints"] if e["service"] is None]
+    assert any("CIDR targets filter the inventories' addresses" in n for n in report["notes"])
+    # a named address without an inventory is swept on the default ports
+    named = run("scan", "--inventory", "-", "198.51.100.7", "--dry-run", "--format", "json", stdin=bundle)
+    plain = [(e["host"], e["port"]) for e in named.json()["endpoints"] if e["service"] is None]
+    assert sorted(plain) == sorted(("198.51.100.7", port) for port in (29500, 29400, 25999, 28028))
+    # an inventory address outside the targets is not scanned, and the report says so
     narrow = run("scan", "--inventory", "-", "198.51.100.0/30", "--dry-run", "--format", "json", stdin=bundle)
     assert not [e for e in narrow.json()["endpoints"] if e["service"]]
-    assert any("outside the target scope were not scanned: 198.18.0.1" in n for n in narrow.json()["notes"])
+    assert any("outside the targets were not scanned: 198.18.0.1" in n for n in narrow.json()["notes"])
 
 
 def test_corrupt_baseline_stops_the_run_and_is_kept(tmp_path: Path) -> None:

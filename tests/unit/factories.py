@@ -25,6 +25,6 @@ def report(*findings: Finding, **overrides: object) -> Report:
         generated_at=datetime(2026, 11, 25, 12, 0, tzinfo=UTC), netaudit_version="0.1.0",
         vantage_host="admin", mode="syn", sources=(), intended_subnets=("198.18.0.0/24",),
         trust_scope="subnet", fail_on=Severity.HIGH, findings=tuple(findings), endpoints=(),
-        incomplete=(), notes=(), duration_s=1.5, probes_sent=10,
+        gaps=(), notes=(), duration_s=1.5, probes_sent=10,
     )  # fmt: skip
     return replace(base, **overrides)  # type: ignore[arg-type]

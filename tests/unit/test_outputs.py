@@ -10,7 +10,7 @@ from pathlib import Path
 from prometheus_client.parser import text_string_to_metric_families
 
 from netaudit import verdict
-from netaudit.models import BaselineChanges, PortState, Severity
+from netaudit.models import BaselineChanges, Gap, GapKind, PortState, Severity
 from netaudit.report import junit, prometheus, sarif, syslog_out
 from netaudit.status import ExitStatus
 from tests.unit.factories import finding, report
@@ -20,7 +20,7 @@ def test_textfile_parses_back_with_the_prometheus_parser(tmp_path: Path) -> None
     current = report(
         finding(), finding(rule_id="NA003", service="c10d-gloo", severity=Severity.HIGH, port=1),
         finding(port=2, accepted="known", accepted_until="2027-01-01"),
-        incomplete=("node9: timed out",), failed_hosts=("node9",),
+        gaps=(Gap("node9", GapKind.FANOUT, "timed out"),), failed_hosts=("node9",),
     )  # fmt: skip
     path = prometheus.write(str(tmp_path), current, ExitStatus.FINDINGS)
     assert oct(Path(path).stat().st_mode & 0o777) == "0o644"
@@ -82,7 +82,7 @@ def test_sarif_and_junit_shapes() -> None:
     levels = sorted(result["level"] for result in run["results"])
     assert levels == ["error", "warning"]
     assert all(r["partialFingerprints"]["netauditKey/v1"].startswith("NA0") for r in run["results"])
-    root = ET.fromstring(junit.to_junit(report(incomplete=("node9: timed out",))))
+    root = ET.fromstring(junit.to_junit(report(gaps=(Gap("node9", GapKind.FANOUT, "timed out"),))))
     assert root.get("tests") == "1" and root.get("errors") == "1"
     assert json.dumps(document)  # serialisable
 

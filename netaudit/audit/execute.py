@@ -12,8 +12,8 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+from netaudit.audit.plan import Plan, PlannedProbe
 from netaudit.models import Attempt, Endpoint, Method, PortState, with_attempts
-from netaudit.plan import Plan, PlannedProbe
 from netaudit.scan import handshake
 from netaudit.scan.probe_types import ProbeOutcome, ProbeSpec, ScanLimits
 
@@ -28,12 +28,28 @@ class Execution:
     is_interrupted: bool
 
 
+# Destination unreachable codes that say the host (or its network) is not there, rather
+# than that a filter refused the port: RFC 792 (3/0 net, 3/1 host, 3/6 and 3/7 unknown) and
+# RFC 4443 (1/0 no route, 1/3 address unreachable: the neighbour did not answer). They come
+# from a router or from our own kernel when ARP or neighbour discovery fails.
+_HOST_DOWN_REASONS = frozenset({"icmp 3/0", "icmp 3/1", "icmp 3/6", "icmp 3/7", "icmp6 1/0", "icmp6 1/3"})
+# connect(): the kernel folds host-unreachable (and, for IPv4, admin-prohibited) into
+# EHOSTUNREACH; "host down" is only believed when nothing else on that path answered.
+_CONNECT_HOST_DOWN = frozenset({"unreachable (EHOSTUNREACH)", "unreachable (ENETUNREACH)"})
+HOST_DOWN_PREFIX = "host unreachable"
+
+
+def is_host_down(reason: str) -> bool:
+    return reason in _HOST_DOWN_REASONS or reason in _CONNECT_HOST_DOWN
+
+
 def _is_answer(outcome: ProbeOutcome) -> bool:
-    """Any answer proves the path works: a SYN-ACK, a RST, an ICMP error from the host or a
-    router on the way ("icmp 3/13", "icmp6 1/4"). Only silence does not."""
-    return outcome.state in (PortState.OPEN, PortState.CLOSED) or outcome.reason.startswith(
-        ("icmp", "unreachable")  # "unreachable (EHOSTUNREACH)": the connect scan's ICMP answer
-    )
+    """An answer from the target's side proves the path works: a SYN-ACK, a RST, a
+    port-unreachable or admin-prohibited ICMP error ("icmp 3/13", "icmp6 1/4"). Silence does
+    not, and neither does host-unreachable: the host was not there to answer."""
+    if outcome.state in (PortState.OPEN, PortState.CLOSED):
+        return True
+    return outcome.reason.startswith(("icmp", "unreachable")) and not is_host_down(outcome.reason)
 
 
 def _run_engine(
@@ -92,6 +108,7 @@ def execute(
         (spec.source, spec.address) for spec, outcome in canary_outcomes.items() if _is_answer(outcome)
     }
     sent = sum(outcome.syns_sent for outcome in (*outcomes.values(), *canary_outcomes.values()))
+    outcomes = {spec: _host_down_as_untested(outcome, verified) for spec, outcome in outcomes.items()}
 
     confirmations = _handshakes(plan, outcomes, handshake_timeout_s, stop)
     attempts: dict[int, list[Attempt]] = {}
@@ -99,11 +116,30 @@ def execute(
         attempts.setdefault(probe.endpoint, []).append(
             _attempt(probe, outcomes.get(probe.spec), plan, verified, confirmations, stop, vantage)
         )
+    for index, reason in plan.untestable.items():
+        attempts[index] = [untestable_attempt(reason, vantage)]
     endpoints = tuple(
         with_attempts(endpoint, tuple(attempts.get(index, ())))
         for index, endpoint in enumerate(plan.endpoints)
     )
     return Execution(endpoints, sent, stop.is_set())
+
+
+def untestable_attempt(reason: str, vantage: str) -> Attempt:
+    """The attempt that was never made: no source of the endpoint's family."""
+    return Attempt("", PortState.NOT_TESTED, Method.NONE, f"not tested: {reason}", None, False, False,
+                   vantage=vantage)  # fmt: skip
+
+
+def _host_down_as_untested(outcome: ProbeOutcome, verified: set[tuple[str, str]]) -> ProbeOutcome:
+    """A host-unreachable answer says nothing about a filter: the port was not tested. On a
+    path where something else answered, the same ICMP code is a filter's (connect() cannot
+    tell them apart), and stays filtered."""
+    spec = outcome.spec
+    if not is_host_down(outcome.reason) or (spec.source, spec.address) in verified:
+        return outcome
+    return ProbeOutcome(spec, PortState.NOT_TESTED, f"{HOST_DOWN_PREFIX} ({outcome.reason})", outcome.rtt_s,
+                        outcome.syns_sent)  # fmt: skip
 
 
 def _handshakes(

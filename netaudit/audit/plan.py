@@ -1,27 +1,30 @@
 """The scan plan: which endpoints (address x port) to try, from which sources, how, and which
 may receive a read-only handshake. Pure: builds data, sends nothing (`--dry-run` prints it).
 
-Endpoints come from inventories (every address of the listener's namespace that may answer:
-all of them for a wildcard bind, the bound address for a specific one, which routing may
-still deliver through any interface) and, for targets no inventory covers, a default port set.
-The rules of DESIGN.md §5 are applied here, in one place:
-- inventory addresses outside the target scope, loopback and link-local ones, and addresses
-  seen on more than one node (a docker0 bridge) are never targets;
+Endpoints come from the admitted inventories (every node address in scope of the listener's
+namespace that may answer: all of them for a wildcard bind, the bound address for a specific
+one, which routing may still deliver through any interface) and, for addresses no inventory
+covers, the default ports (netaudit.audit.scope decides which). The rules of DESIGN.md §5:
 - without raw sockets, connect() only to high-confidence connect-safe listeners of a fresh
-  inventory (TensorPipe never, whatever --allow-connect says);
+  inventory (a do-not-touch one never, whatever --allow-connect says);
 - a handshake only where its signature has one, on a fresh high-confidence classification
-  or a candidate on the signature's default port.
+  or a candidate on the signature's default port;
+- an endpoint no source of its family can try is planned as not tested, with the reason;
+- two listeners claiming one address and port: the stricter handling wins, and a note says so.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from netaudit import bindscope, exposure
+from netaudit import bindscope
+from netaudit.audit import policy
+from netaudit.audit.intake import is_fresh
+from netaudit.audit.scope import Scope, node_addresses
+from netaudit.audit.targets import TargetError
 from netaudit.models import (
     BindScope,
     Confidence,
@@ -34,14 +37,13 @@ from netaudit.models import (
 )
 from netaudit.scan.probe_types import ProbeSpec
 from netaudit.signatures import Signature
-from netaudit.targets import TargetSet
 
 NO_RAW = (
     "not tested: no raw-socket privilege (CAP_NET_RAW), and connect() is used only on "
     "high-confidence TCPStore/Gloo/NCCL listeners of a fresh inventory (--allow-connect widens it)"
 )
-NEVER_CONNECT = "not tested: TensorPipe listener, never connected to (only a SYN is safe)"
-STALE = "inventory older than --max-inventory-age: ports may have been reused"
+NEVER_CONNECT = "not tested: do-not-touch listener (TensorPipe), never connected to (only a SYN is safe)"
+STALE = "inventory older than --max-inventory-age, or dated in the future: ports may have been reused"
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +61,7 @@ class Plan:
         listener of the inventory, else a closed port), tried only where the path stayed
         silent, so that "filtered" is trusted only on a path known to work.
     handshakes: endpoint index -> handshake name, for endpoints that may be confirmed.
+    untestable: endpoint index -> why no source of this host can try it at all.
     local_addresses: this host's addresses: probes to them never leave the host.
     """
 
@@ -66,56 +69,35 @@ class Plan:
     probes: tuple[PlannedProbe, ...]
     canary_ports: dict[tuple[str, str], int]
     handshakes: dict[int, str]
+    untestable: dict[int, str]
     local_addresses: frozenset[str]
     notes: tuple[str, ...]
-    incomplete: tuple[str, ...]
-
-
-def _routable(address: str) -> bool:
-    parsed = ipaddress.ip_address(address)
-    return not (parsed.is_loopback or parsed.is_link_local or parsed.is_unspecified)
 
 
 def _family(address: str) -> Family:
     return Family.IPV6 if ":" in address else Family.IPV4  # canonical IP text: no parsing
 
 
+_FAMILIES = {
+    BindScope.DUAL_STACK: (Family.IPV4, Family.IPV6),
+    BindScope.WILDCARD_V4: (Family.IPV4,),
+    BindScope.WILDCARD_V6: (Family.IPV6,),
+}
+
+
 def answering_addresses(listener: Listener, namespace_addresses: Sequence[str]) -> list[str]:
     """Addresses of the listener's namespace that may answer it (never loopback)."""
     scope = bindscope.scope_of(listener.family, listener.address, listener.v6only, False)
     if scope is BindScope.SPECIFIC:
-        return [listener.address] if _routable(listener.address) else []
-    if not scope.is_wildcard:
+        return [listener.address] if listener.address in namespace_addresses else []
+    families = _FAMILIES.get(scope)
+    if families is None:
         return []
-    families = {
-        BindScope.DUAL_STACK: {Family.IPV4, Family.IPV6},
-        BindScope.WILDCARD_V4: {Family.IPV4},
-        BindScope.WILDCARD_V6: {Family.IPV6},
-    }[scope]
     return [address for address in namespace_addresses if _family(address) in families]
 
 
-def _namespace_addresses(inventory: Inventory) -> dict[int, list[str]]:
-    return {
-        ns.inode: [item.address for item in ns.interfaces if _routable(item.address)]
-        for ns in inventory.namespaces
-    }
-
-
-def _ambiguous(inventories: Sequence[Inventory]) -> dict[str, set[str]]:
-    owners: dict[str, set[tuple[str, int]]] = {}
-    for inventory in inventories:
-        for inode, addresses in _namespace_addresses(inventory).items():
-            for address in addresses:
-                owners.setdefault(address, set()).add((inventory.host, inode))
-    return {
-        address: {host for host, _inode in places} for address, places in owners.items() if len(places) > 1
-    }
-
-
-def _canary_candidates(inventory: Inventory) -> dict[str, int]:
+def _canary_candidates(inventory: Inventory, by_ns: dict[int, list[str]]) -> dict[str, int]:
     """address -> a port of a non-PyTorch listener answering there (sshd, say)."""
-    by_ns = _namespace_addresses(inventory)
     found: dict[str, int] = {}
     for listener in sorted(inventory.listeners, key=lambda item: item.port):
         if listener.classification is not None:
@@ -129,11 +111,13 @@ def _canary_candidates(inventory: Inventory) -> dict[str, int]:
 class Rules:
     """The knobs the plan obeys (config and flags resolved)."""
 
-    intended: tuple[exposure.Network, ...]
+    intended: tuple[policy.Network, ...]
     default_ports: tuple[int, ...]
     max_inventory_age_s: float
     is_raw: bool
     allow_connect: bool
+    max_endpoints: int
+    trust_scope: str = "subnet"
 
 
 # Any port answers the canary's purpose if it is closed: the RST proves the path. Port 1
@@ -143,52 +127,35 @@ CLOSED_CANARY_PORT = 1
 
 def build(
     inventories: Sequence[Inventory],
-    targets: TargetSet,
+    scope: Scope,
     sources: Sequence[VantageSource],
     signatures: Sequence[Signature],
     rules: Rules,
     now: datetime,
     local_addresses: frozenset[str],
 ) -> Plan:
-    notes: list[str] = []
-    incomplete: list[str] = [target.error for target in targets.unresolved if target.error]
-    ambiguous = _ambiguous(inventories)
-    for address, hosts in sorted(ambiguous.items()):
-        notes.append(
-            f"{address} appears on {', '.join(sorted(hosts))} (a bridge such as docker0?): "
-            "attributed to none, not scanned"
-        )
+    notes: list[str] = list(scope.notes)
     endpoints: list[Endpoint] = []
     canaries: dict[str, int] = {}
-    inside: dict[str, bool] = {}  # one answer per address: a /22 x 16 ports asks 16,384 times
+    outside: dict[str, bool] = {}  # one answer per address: a /22 x 16 ports asks 16,384 times
 
     def is_outside(address: str) -> bool:
-        if address not in inside:
-            inside[address] = exposure.is_inside(address, rules.intended)
-        return not inside[address]
+        if address not in outside:
+            outside[address] = not policy.is_inside(address, rules.intended)
+        return outside[address]
 
-    covered: set[str] = set()
-    out_of_scope: set[str] = set()
     for inventory in inventories:
-        age_s = max(0.0, (now - inventory.collected_at).total_seconds())
-        if inventory.gaps:
-            incomplete.append(
-                f"{inventory.host}: its inventory is incomplete ({len(inventory.gaps)} gaps, "
-                f"first: {inventory.gaps[0]})"
-            )
-        by_ns = _namespace_addresses(inventory)
-        for addresses in by_ns.values():
-            covered.update(addresses)
-        for address, port in _canary_candidates(inventory).items():
+        age_s = (now - inventory.collected_at).total_seconds()
+        by_ns = node_addresses(inventory)
+        for address, port in _canary_candidates(inventory, by_ns).items():
             canaries.setdefault(address, port)
         for listener in inventory.listeners:
             if listener.classification is None:
                 continue
             for address in answering_addresses(listener, by_ns.get(listener.netns, [])):
-                if address in ambiguous:
-                    continue
-                if not targets.contains(address):
-                    out_of_scope.add(address)
+                if scope.owners.get(address) != (inventory.host, listener.netns):
+                    continue  # attributed to another node, or to none
+                if not scope.includes(inventory.host, address):
                     continue
                 endpoints.append(
                     Endpoint(
@@ -201,28 +168,29 @@ def build(
                         is_outside_address=is_outside(address),
                     )
                 )
-    if out_of_scope:
-        shown = ", ".join(sorted(out_of_scope)[:6])
-        more = f" and {len(out_of_scope) - 6} more" if len(out_of_scope) > 6 else ""
-        notes.append(f"inventory addresses outside the target scope were not scanned: {shown}{more}")
-    for target in targets.targets:
-        for address in target.addresses:
-            if address in covered or address in ambiguous:
-                continue
-            for port in rules.default_ports:
-                endpoints.append(
-                    Endpoint(
-                        host=target.host,
-                        address=address,
-                        family=_family(address),
-                        port=port,
-                        listener=None,
-                        inventory_age_s=None,
-                        is_outside_address=is_outside(address),
-                    )
+    planned = len(endpoints) + len(scope.sweep) * len(rules.default_ports)
+    if planned > rules.max_endpoints:
+        raise TargetError(
+            f"this run would plan {planned:,} endpoints ({len(endpoints):,} from inventories, "
+            f"{len(scope.sweep):,} swept addresses x {len(rules.default_ports)} ports), more than "
+            f"scan.max_endpoints = {rules.max_endpoints:,}: narrow the targets or the ports"
+        )
+    for host, address in scope.sweep:
+        for port in rules.default_ports:
+            endpoints.append(
+                Endpoint(
+                    host=host,
+                    address=address,
+                    family=_family(address),
+                    port=port,
+                    listener=None,
+                    inventory_age_s=None,
+                    is_outside_address=is_outside(address),
                 )
-    endpoints = _deduplicated(endpoints)
-    probes, canary_ports = _probes(endpoints, sources, rules, canaries)
+            )
+    endpoints, conflicts = _deduplicated(endpoints)
+    notes += conflicts
+    probes, canary_ports, untestable = _probes(endpoints, sources, rules, canaries)
     handshakes = {
         index: name
         for index, endpoint in enumerate(endpoints)
@@ -233,25 +201,57 @@ def build(
         probes=tuple(probes),
         canary_ports=canary_ports,
         handshakes=handshakes,
+        untestable=untestable,
         local_addresses=local_addresses,
         notes=tuple(notes),
-        incomplete=tuple(incomplete),
     )
 
 
-def _deduplicated(endpoints: list[Endpoint]) -> list[Endpoint]:
+def strictness(endpoint: Endpoint) -> int:
+    """How carefully an endpoint must be handled: higher is stricter."""
+    found = endpoint.classification
+    if found is None:
+        return 1  # a default port of a swept address: a SYN, a handshake only if confirmed
+    if found.is_do_not_touch:
+        return 3
+    if not found.is_connect_safe or found.handshake is None:
+        return 2
+    return 0
+
+
+def _deduplicated(endpoints: list[Endpoint]) -> tuple[list[Endpoint], list[str]]:
     seen: dict[tuple[str, int], Endpoint] = {}
+    conflicts: list[str] = []
     for endpoint in endpoints:
-        seen.setdefault((endpoint.address, endpoint.port), endpoint)
-    return sorted(seen.values(), key=lambda e: (e.host, e.family, _packed(e.address), e.port))
+        key = (endpoint.address, endpoint.port)
+        kept = seen.get(key)
+        if kept is None:
+            seen[key] = endpoint
+            continue
+        if kept.classification == endpoint.classification:
+            continue
+        stricter = endpoint if strictness(endpoint) > strictness(kept) else kept
+        seen[key] = stricter
+        found = stricter.classification
+        conflicts.append(
+            f"{endpoint.text} is claimed by two listeners ({_claim(kept)}; {_claim(endpoint)}): "
+            f"handled as {found.service if found else 'an unknown service'}, the stricter"
+        )
+    ordered = sorted(seen.values(), key=lambda e: (e.host, e.family, _packed(e.address), e.port))
+    return ordered, conflicts
+
+
+def _claim(endpoint: Endpoint) -> str:
+    found = endpoint.classification
+    return f"{endpoint.host}: {found.service}/{found.variant}" if found else f"{endpoint.host}: default port"
 
 
 def _packed(address: str) -> bytes:
     return socket.inet_pton(socket.AF_INET6 if ":" in address else socket.AF_INET, address)
 
 
-def is_fresh(endpoint: Endpoint, max_age_s: float) -> bool:
-    return endpoint.inventory_age_s is not None and endpoint.inventory_age_s <= max_age_s
+def is_fresh_endpoint(endpoint: Endpoint, max_age_s: float) -> bool:
+    return is_fresh(endpoint.inventory_age_s, max_age_s)
 
 
 def connect_verdict(endpoint: Endpoint, rules: Rules) -> str | None:
@@ -261,14 +261,10 @@ def connect_verdict(endpoint: Endpoint, rules: Rules) -> str | None:
         return NEVER_CONNECT
     if rules.allow_connect:
         return None
-    if (
-        found is not None
-        and found.is_connect_safe
-        and found.confidence is Confidence.HIGH
-        and is_fresh(endpoint, rules.max_inventory_age_s)
-    ):
+    fresh = is_fresh_endpoint(endpoint, rules.max_inventory_age_s)
+    if found is not None and found.is_connect_safe and found.confidence is Confidence.HIGH and fresh:
         return None
-    if found is not None and not is_fresh(endpoint, rules.max_inventory_age_s):
+    if found is not None and not fresh:
         return f"{NO_RAW} ({STALE})"
     return NO_RAW
 
@@ -278,32 +274,41 @@ def _probes(
     sources: Sequence[VantageSource],
     rules: Rules,
     canaries: dict[str, int],
-) -> tuple[list[PlannedProbe], dict[tuple[str, str], int]]:
+) -> tuple[list[PlannedProbe], dict[tuple[str, str], int], dict[int, str]]:
     probes: list[PlannedProbe] = []
     canary_ports: dict[tuple[str, str], int] = {}
+    untestable: dict[int, str] = {}
     by_family: dict[Family, list[str]] = {Family.IPV4: [], Family.IPV6: []}
     for source in sources:
         by_family[_family(source.address)].append(source.address)
     for index, endpoint in enumerate(endpoints):
+        family_sources = by_family[endpoint.family]
+        if not family_sources:
+            untestable[index] = f"no {_FAMILY_NAMES[endpoint.family]} source address on this host"
+            continue
         verdict = None if rules.is_raw else connect_verdict(endpoint, rules)
         method = Method.SYN if rules.is_raw else (Method.CONNECT if verdict is None else Method.NONE)
-        for address in by_family[endpoint.family]:
+        for address in family_sources:
             spec = ProbeSpec(address, endpoint.address, endpoint.port)
             probes.append(PlannedProbe(index, spec, method, verdict))
             if rules.is_raw:
                 canary_ports.setdefault(
                     (address, endpoint.address), canaries.get(endpoint.address, CLOSED_CANARY_PORT)
                 )
-    return probes, canary_ports
+    return probes, canary_ports, untestable
+
+
+_FAMILY_NAMES = {Family.IPV4: "IPv4", Family.IPV6: "IPv6"}
 
 
 def handshake_for(endpoint: Endpoint, signatures: Sequence[Signature], max_age_s: float) -> str | None:
-    """The read-only handshake this endpoint may receive once it is found open, or None."""
+    """The read-only handshake this endpoint may receive once it is found open, or None.
+    The classification's handling was derived from our signatures (netaudit.audit.intake)."""
     found = endpoint.classification
     if found is not None:
         if found.handshake is None or found.is_do_not_touch:
             return None
-        if not is_fresh(endpoint, max_age_s):
+        if not is_fresh_endpoint(endpoint, max_age_s):
             return None
         if found.confidence is Confidence.HIGH:
             return found.handshake

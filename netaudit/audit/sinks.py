@@ -62,16 +62,19 @@ class Sinks:
             verdict_template=None if args.dry_run else template,
         )
 
-    def apply_baseline(self, report: Report) -> Report:
-        """Mark findings new or unchanged and save the new state (only after a whole run: an
-        interrupted run must not make unfinished hosts look resolved)."""
+    def compare_baseline(self, report: Report) -> tuple[Report, baseline.Baseline | None]:
+        """Mark findings new or unchanged; the state to save once every output is written."""
         if self.baseline_path is None:
-            return report
+            return report, None
         previous = baseline.load(self.baseline_path)
-        marked, state = baseline.compare(previous, report)
-        if not report.is_interrupted:
-            baseline.save(self.baseline_path, state, __version__, report.generated_at)
-        return marked
+        return baseline.compare(previous, report)
+
+    def save_baseline(self, report: Report, state: baseline.Baseline | None) -> None:
+        """Only after a whole run whose outputs were all written: an interrupted run must not
+        make unfinished hosts look resolved, nor a failed write make findings "unchanged"."""
+        if self.baseline_path is None or state is None or report.is_interrupted:
+            return
+        baseline.save(self.baseline_path, state, __version__, report.generated_at)
 
     def write(self, report: Report, status: ExitStatus, hosts: list[str]) -> None:
         if self.textfile_dir:

@@ -21,7 +21,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from fnmatch import fnmatchcase
 
-from netaudit import hostlist
+from netaudit import exposure, hostlist
 from netaudit.config import AcceptedException
 from netaudit.models import (
     Attempt,
@@ -38,6 +38,7 @@ from netaudit.rules import RULES
 from netaudit.signatures import Signature
 
 UNCONFIRMED_RULE = "NA012"
+Network = exposure.Network
 
 
 @dataclass(frozen=True, slots=True)
@@ -347,3 +348,20 @@ def expired_exceptions(policy: Policy) -> list[str]:
 
 def failing(findings: Sequence[Finding], fail_on: Severity) -> list[Finding]:
     return [f for f in findings if f.accepted is None and f.severity.rank >= fail_on.rank]
+
+
+def is_inside(address: str, intended: Sequence[Network]) -> bool:
+    """The one inside/outside decision of the vantage side: an address (an IPv4-mapped IPv6
+    address as its IPv4 one) within an intended subnet. Cached per address."""
+    return exposure.is_inside(address, intended)
+
+
+def is_inside_source(attempt: Attempt, sources: Mapping[str, VantageSource]) -> bool:
+    return _inside(attempt, sources)
+
+
+def reaccepted(findings: Sequence[Finding], policy: Policy) -> tuple[Finding, ...]:
+    """Findings merged from peers, judged by this run's exceptions (a peer's own config is
+    not ours), sorted with the vantage as the last key."""
+    fresh = [replace(finding, accepted=None, accepted_until=None) for finding in findings]
+    return tuple(sorted(_accepted_and_sorted(fresh, policy), key=lambda f: (*f.sort_key, f.vantage)))

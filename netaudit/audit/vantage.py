@@ -6,7 +6,8 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Sequence
 
-from netaudit import exposure, netlink
+from netaudit import netlink
+from netaudit.audit import policy
 from netaudit.models import InterfaceAddress, VantageSource
 from netaudit.typedread import InputError
 
@@ -19,19 +20,19 @@ def _usable(item: InterfaceAddress) -> bool:
     return not item.is_loopback and not item.is_link_local
 
 
-def _source(item: InterfaceAddress, intended: Sequence[exposure.Network]) -> VantageSource:
+def _source(item: InterfaceAddress, intended: Sequence[policy.Network]) -> VantageSource:
     network = ipaddress.ip_interface(f"{item.address}/{item.prefix}").network
     return VantageSource(
         address=item.address,
         interface=item.name,
         network=str(network),
-        is_inside=exposure.is_inside(item.address, intended),
+        is_inside=policy.is_inside(item.address, intended),
     )
 
 
 def resolve(
     specs: Sequence[str],
-    intended: Sequence[exposure.Network],
+    intended: Sequence[policy.Network],
     interfaces: Sequence[InterfaceAddress] | None = None,
 ) -> tuple[VantageSource, ...]:
     """Sources from ``--source ADDR|IFACE`` values; by default every address of this host

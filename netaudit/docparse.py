@@ -1,0 +1,220 @@
+"""Parsing documents that arrive from outside (inventories, configs, baselines, reports,
+signatures) into plain data, with every way the parser can fail turned into the caller's
+one-line ``InputError``.
+
+``json.loads`` and ``tomllib.loads`` raise more than their DecodeErrors: RecursionError for
+nesting about 1,000 (JSON) or 500 (TOML) deep, ValueError for an integer past Python's
+4,300-digit limit, UnicodeDecodeError for bytes that are not UTF-8. A hostile inventory
+turned each into an internal error (exit 4). No netaudit document nests deeper than about 8
+levels, so anything past ``MAX_DEPTH`` is refused by a pre-scan before the parser recurses;
+RecursionError is still caught behind it, as a second guard.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+import tomllib
+from array import array
+from collections.abc import Sequence
+from itertools import accumulate
+from typing import IO, NoReturn
+
+from netaudit import safeio
+from netaudit.typedread import InputError
+
+MAX_DEPTH = 64
+_TOO_DEEP = f"nested deeper than {MAX_DEPTH} levels"
+_SCAN_CHUNK = 1 << 20
+
+_NOT_BRACKETS = bytes(byte for byte in range(256) if byte not in b"[]{}")
+_NOT_STRUCTURE = bytes(byte for byte in range(256) if byte not in b'"[]{}')
+# '[' and '{' become 1, ']' and '}' become -1 (255 as a signed char).
+_STEPS = bytes.maketrans(b"[]{}", b"\x01\xff\x01\xff")
+
+# What TOML brackets cannot nest inside: multi-line and single-line strings, basic and
+# literal, and comments. Unterminated ones run to the end of the text or line. A heuristic
+# bound, not a parser: tomllib still decides what is valid, and RecursionError is caught.
+_TOML_SKIP = re.compile(
+    r'"""(?:[^"\\]|\\[\s\S]|"(?!""))*(?:"""|\Z)'
+    r"|'''[\s\S]*?(?:'''|\Z)"
+    r'|"(?:[^"\\\n]|\\.)*"?'
+    r"|'[^'\n]*'?"
+    r"|#[^\n]*"
+)
+
+
+class _NotJsonConstant(ValueError):
+    pass
+
+
+def _reject_constant(name: str) -> NoReturn:
+    # Python accepts NaN and Infinity; JSON does not, and a NaN timeout never expires.
+    raise _NotJsonConstant(f"{name} is not a JSON value")
+
+
+def _bracket_depth(brackets: bytes) -> int:
+    """The deepest nesting of a text of only []{} (closing ones may be unbalanced), stopping
+    early once past MAX_DEPTH."""
+    if brackets.count(b"[") + brackets.count(b"{") <= MAX_DEPTH:
+        return 0  # cannot nest deeper than it opens
+    steps = brackets.translate(_STEPS)
+    depth = deepest = 0
+    for start in range(0, len(steps), _SCAN_CHUNK):
+        chunk = steps[start : start + _SCAN_CHUNK]
+        peak = max(accumulate(array("b", chunk), initial=depth))
+        deepest = max(deepest, peak)
+        if deepest > MAX_DEPTH:
+            break
+        depth += chunk.count(1) - chunk.count(255)
+    return deepest
+
+
+def json_depth(raw: bytes) -> int:
+    """How deep the arrays and objects of the JSON text ``raw`` nest (0 when at most
+    MAX_DEPTH brackets open in all, whatever their nesting)."""
+    if raw.count(b"[") + raw.count(b"{") <= MAX_DEPTH:
+        return 0
+    # Brackets inside strings do not nest. Backslashes pair from the left, so dropping each
+    # escaped backslash and then each escaped quote leaves exactly the quotes that open or
+    # close strings; keeping only quotes and brackets, every odd piece between quotes is a
+    # string's content. All at C speed: a regex over the text cost half of json.loads again.
+    unescaped = raw.replace(b"\\\\", b"").replace(b'\\"', b"")
+    # Two adjacent quotes end one string and open the next (or hold an empty one): dropping
+    # them keeps every other quote's parity, and leaves few pieces to split in a real document.
+    structure = unescaped.translate(None, _NOT_STRUCTURE).replace(b'""', b"")
+    return _bracket_depth(b"".join(structure.split(b'"')[::2]))
+
+
+def toml_bracket_depth(text: str) -> int:
+    """How deep the inline arrays and tables (and table headers) of TOML ``text`` nest."""
+    if text.count("[") + text.count("{") <= MAX_DEPTH:
+        return 0
+    stripped = _TOML_SKIP.sub("", text).encode("utf-8", "surrogatepass")
+    return _bracket_depth(stripped.translate(None, _NOT_BRACKETS))
+
+
+def _data_depth(data: object) -> int:
+    """The nesting of parsed data, iteratively (dotted TOML keys nest without brackets)."""
+    deepest = 0
+    pending: list[tuple[object, int]] = [(data, 1)]
+    while pending:
+        value, depth = pending.pop()
+        children = value.values() if isinstance(value, dict) else value if isinstance(value, list) else None
+        if children is None:
+            continue
+        deepest = max(deepest, depth)
+        if deepest > MAX_DEPTH:
+            break
+        pending.extend((child, depth + 1) for child in children)
+    return deepest
+
+
+def _number_message(error: ValueError) -> str | None:
+    if "integer string conversion" in str(error):
+        return f"an integer longer than {sys.get_int_max_str_digits()} digits"
+    return None
+
+
+def parse_json(data: bytes | bytearray | str, source: str, error: type[InputError]) -> object:
+    """The JSON document ``data`` (UTF-8 bytes or text) as Python data.
+
+    Raises ``error`` with one line ``{source}: not JSON: {why}`` for anything the parser
+    refuses, and for nesting deeper than MAX_DEPTH, integers past Python's digit limit,
+    NaN/Infinity and bytes that are not UTF-8.
+    """
+    if isinstance(data, str):
+        text = data
+        raw = data.encode("utf-8", "surrogatepass")
+    else:
+        raw = bytes(data)
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as problem:
+            raise error(f"{source}: not JSON: not UTF-8 text (byte {problem.start})") from None
+    if json_depth(raw) > MAX_DEPTH:
+        raise error(f"{source}: not JSON: {_TOO_DEEP}")
+    try:
+        return json.loads(text, parse_constant=_reject_constant)
+    except json.JSONDecodeError as problem:
+        raise error(f"{source}: not JSON: {problem}") from None
+    except RecursionError:
+        raise error(f"{source}: not JSON: {_TOO_DEEP}") from None
+    except ValueError as problem:  # int digits, NaN
+        why = _number_message(problem) or str(problem).splitlines()[0]
+        raise error(f"{source}: not JSON: {why}") from None
+
+
+def parse_toml(text: str | bytes, source: str, error: type[InputError]) -> dict[str, object]:
+    """The TOML document ``text`` as a dict.
+
+    Raises ``error`` with one line ``{source}: not valid TOML: {why}`` for anything tomllib
+    refuses, and for nesting deeper than MAX_DEPTH (brackets or dotted keys), integers past
+    Python's digit limit and bytes that are not UTF-8.
+    """
+    if not isinstance(text, str):
+        try:
+            text = text.decode("utf-8")
+        except UnicodeDecodeError as problem:
+            raise error(f"{source}: not valid TOML: not UTF-8 text (byte {problem.start})") from None
+    if toml_bracket_depth(text) > MAX_DEPTH:
+        raise error(f"{source}: not valid TOML: {_TOO_DEEP}")
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as problem:
+        raise error(f"{source}: not valid TOML: {problem}") from None
+    except RecursionError:
+        # Only tomllib's own pure-Python frames were on the stack above us; unwinding them
+        # leaves no state behind. The pre-scan makes this a second guard.
+        raise error(f"{source}: not valid TOML: {_TOO_DEEP}") from None
+    except ValueError as problem:  # int digits; a date tomllib matched but cannot build
+        why = _number_message(problem) or str(problem).splitlines()[0]
+        raise error(f"{source}: not valid TOML: {why}") from None
+    if _data_depth(data) > MAX_DEPTH:
+        raise error(f"{source}: not valid TOML: {_TOO_DEEP}")
+    return data
+
+
+def read_error(path: str, problem: OSError, error: type[InputError]) -> InputError:
+    """The one-line error for a document that could not be read."""
+    return error(f"{path}: cannot read: {problem.strerror or problem}")
+
+
+def load_inventory_documents(
+    paths: Sequence[str], stdin: IO[str] | IO[bytes], limit_bytes: int
+) -> list[tuple[str, object]]:
+    """(label, parsed JSON) of every --inventory file, in order; '-' reads ``stdin``.
+
+    A file holding a JSON list is a bundle (what the central run of a fan-out sends its
+    scanning peers): each element is its own document, labelled ``name[index]``. Every file
+    is read through safeio.read_document (regular files only, at most ``limit_bytes``).
+    Pass each pair to ``inventory_json.from_json(document, label)``.
+
+    Raises:
+        InventoryError: a file that cannot be read, is not a regular file, is larger than
+            ``limit_bytes`` or is not JSON; '-' given twice (stdin is read once).
+    """
+    # Here, not at the top: config and the gate's imports stay free of the inventory reader.
+    from netaudit.inventory_json import InventoryError
+
+    loaded: list[tuple[str, object]] = []
+    has_read_stdin = False
+    for path in paths:
+        name = "<stdin>" if path == "-" else path
+        try:
+            if path == "-":
+                if has_read_stdin:
+                    raise InventoryError("-: standard input is given more than once")
+                has_read_stdin = True
+                raw = safeio.read_stream(stdin, limit_bytes)
+            else:
+                raw = safeio.read_document(path, limit_bytes)
+        except OSError as problem:
+            raise read_error(name, problem, InventoryError) from None
+        data = parse_json(raw, name, InventoryError)
+        if isinstance(data, list):
+            loaded.extend((f"{name}[{index}]", document) for index, document in enumerate(data))
+        else:
+            loaded.append((name, data))
+    return loaded
