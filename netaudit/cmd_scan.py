@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from dataclasses import replace
 from datetime import UTC, datetime
 
 from netaudit import docparse, inventory_json, jsonout, options
@@ -94,6 +95,8 @@ def run(args: argparse.Namespace, config: Config, fmt: str, env: Environment) ->
         warn=env.warn,
     )
     report = audit_run.run(request, started, now)
+    if sinks.problems:
+        report = replace(report, notes=(*report.notes, *sinks.problems))
     report, state = sinks.compare_baseline(report)
     status = gaps.exit_status(report)
     sinks.write(report, status, hosts=audit_run.hosts_of(report, inventories))

@@ -25,12 +25,6 @@ class OutputError(InputError):
     pass
 
 
-def _check_directory(path: str, what: str) -> None:
-    problem = atomic.check_writable_directory(path)
-    if problem:
-        raise OutputError(f"{what}: {problem}")
-
-
 @dataclass(frozen=True, slots=True)
 class Sinks:
     baseline_path: str | None
@@ -38,28 +32,41 @@ class Sinks:
     syslog_socket: str | None
     verdict_template: str | None
 
+    problems: tuple[str, ...] = ()  # dry run: what a real run would have stopped on
+
     @classmethod
     def from_config(cls, args: argparse.Namespace, config: Config) -> Sinks:
+        """The destinations, each checked now. A dry run writes none of them: what a real run
+        would stop on becomes a note instead of an error, so a site's config can be tried
+        on a laptop."""
         output = config.output
         baseline_path = args.baseline or output.baseline
         textfile_dir = args.textfile or output.textfile_dir
-        if baseline_path:
-            _check_directory(os.path.dirname(os.path.abspath(baseline_path)), "--baseline")
-            baseline.load(baseline_path)  # a corrupt or foreign baseline stops us now, untouched
-        if textfile_dir:
-            _check_directory(textfile_dir, "--textfile")
         template = config.gate.verdict_path
-        if template and not args.dry_run:
-            _check_directory(
-                os.path.dirname(os.path.abspath(verdict.path_for(template, "x"))), "gate.verdict_path"
-            )
+        problems: list[str] = []
+
+        def check(path: str, what: str) -> None:
+            problem = atomic.check_writable_directory(path)
+            if problem and not args.dry_run:
+                raise OutputError(f"{what}: {problem}")
+            if problem:
+                problems.append(f"dry run: {what}: {problem} (a real run would stop here)")
+
+        if baseline_path:
+            check(os.path.dirname(os.path.abspath(baseline_path)), "--baseline")
+            if not args.dry_run or os.path.exists(baseline_path):
+                baseline.load(baseline_path)  # a corrupt or foreign baseline stops us now, untouched
+        if textfile_dir:
+            check(textfile_dir, "--textfile")
+        if template:
+            check(os.path.dirname(os.path.abspath(verdict.path_for(template, "x"))), "gate.verdict_path")
+        if args.dry_run:
+            return cls(None, None, None, None, tuple(problems))
         return cls(
-            baseline_path=None if args.dry_run else baseline_path,
-            textfile_dir=None if args.dry_run else textfile_dir,
-            syslog_socket=output.syslog_socket
-            if (args.syslog or output.syslog) and not args.dry_run
-            else None,
-            verdict_template=None if args.dry_run else template,
+            baseline_path=baseline_path,
+            textfile_dir=textfile_dir,
+            syslog_socket=output.syslog_socket if (args.syslog or output.syslog) else None,
+            verdict_template=template,
         )
 
     def compare_baseline(self, report: Report) -> tuple[Report, baseline.Baseline | None]:
