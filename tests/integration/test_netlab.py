@@ -225,9 +225,7 @@ def test_inet_nft_rule_drops_one_port_in_both_families(two_nodes: Cluster) -> No
     for addr in (n0.mgmt_v4, n0.mgmt_v6):
         n0.ns.tcp_listener(addr, 5555)
         n0.ns.tcp_listener(addr, 5556)
-    n0.ns.nft(
-        "table inet f { chain input { type filter hook input priority 0; tcp dport 5555 drop } }"
-    )
+    n0.ns.nft("table inet f { chain input { type filter hook input priority 0; tcp dport 5555 drop } }")
     assert out.probe_tcp(n0.mgmt_v4, 5555, timeout=0.5) == "timeout"
     assert out.probe_tcp(n0.mgmt_v6, 5555, timeout=0.5) == "timeout"
     assert out.probe_tcp(n0.mgmt_v4, 5556) == "open"

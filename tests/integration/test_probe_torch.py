@@ -104,10 +104,7 @@ def test_torchrun_standalone_gloo_job(tmp_path: Path) -> None:
     assert ranks == {0, 1}
     # The agent inherits the run id from its workers.
     assert worker_store.process is not None
-    assert (
-        worker_store.process.job.torchelastic_run_id
-        == worker_listeners[0].process.job.torchelastic_run_id
-    )
+    assert worker_store.process.job.torchelastic_run_id == worker_listeners[0].process.job.torchelastic_run_id
 
 
 def test_torchrun_static_master_port(tmp_path: Path) -> None:
@@ -133,9 +130,7 @@ def test_rpc_job_listeners_are_marked_do_not_touch(tmp_path: Path) -> None:
         found = probe()
         for rank in (0, 1):
             mine = owned_by(found, {ready[rank]["pid"]})
-            rpc = [
-                i for i in mine if i.classification and i.classification.service == "rpc-tensorpipe"
-            ]
+            rpc = [i for i in mine if i.classification and i.classification.service == "rpc-tensorpipe"]
             # 1 transport + 16 mpt_uv lanes per agent (ground truth §5)
             assert len(rpc) == 17
             assert all(i.classification.is_do_not_touch and i.backlog == 128 for i in rpc)
@@ -169,9 +164,7 @@ def test_store_in_another_network_namespace(lab, tmp_path: Path) -> None:
     node = lab.namespace("n1")
     lab.link(node, lab.namespace("peer"), addrs_a=["198.18.5.1/24"], addrs_b=["198.18.5.2/24"])
     argv = [str(JOBS / "tcpstore_server.py")]
-    with TorchJob(
-        tmp_path, argv, popen=lambda cmd, **kw: node.popen(cmd, hostname=False, **kw)
-    ) as job:
+    with TorchJob(tmp_path, argv, popen=lambda cmd, **kw: node.popen(cmd, hostname=False, **kw)) as job:
         facts = job.wait_ready()[0]
         found = probe()
     store = only([item for item in found.listeners if item.pid == facts["pid"]])

@@ -192,9 +192,7 @@ def test_failing_prolog_drains_node_and_resume_recovers(lab: SwitchablePrologLab
         )
         print(f"\nslurmlab: sbatch -> drain visible after {time.monotonic() - t0:.2f}s")
         assert "DRAIN" in state.split("+"), state
-        info = wait_for(
-            lambda: _held(cluster, held), timeout=15, what="job held after prolog failure"
-        )
+        info = wait_for(lambda: _held(cluster, held), timeout=15, what="job held after prolog failure")
         assert info["JobState"] == "PENDING", info
         assert info["Reason"] == "launch_failed_requeued_held", info
 
@@ -281,9 +279,7 @@ def _is_zombie(pid: int) -> bool:
 
 @pytest.mark.requires_root
 @pytest.mark.slow
-def test_env_helper_scrubs_outer_slurm(
-    lab: SwitchablePrologLab, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_env_helper_scrubs_outer_slurm(lab: SwitchablePrologLab, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SLURM_JOB_ID", "999999")
     monkeypatch.setenv("SLURM_CONF", "/etc/slurm/other.conf")
     env = lab.cluster.env()

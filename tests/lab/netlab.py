@@ -138,8 +138,7 @@ from typing import Any
 import pytest
 
 ALLOWED_NETWORKS = tuple(
-    ipaddress.ip_network(n)
-    for n in ("198.18.0.0/15", "198.51.100.0/24", "203.0.113.0/24", "2001:db8::/32")
+    ipaddress.ip_network(n) for n in ("198.18.0.0/15", "198.51.100.0/24", "203.0.113.0/24", "2001:db8::/32")
 )
 
 FABRIC_V4 = "198.18.0.0/24"
@@ -852,9 +851,7 @@ class Cluster:
         return table
 
 
-def cluster(
-    lab: Lab, nodes: int = 2, ipv6: bool = True, route_fabric_via_mgmt: bool = False
-) -> Cluster:
+def cluster(lab: Lab, nodes: int = 2, ipv6: bool = True, route_fabric_via_mgmt: bool = False) -> Cluster:
     """Build the compute-node / router / outside topology described in the module docstring."""
     if not 1 <= nodes <= 80:
         raise ValueError("nodes must be between 1 and 80")

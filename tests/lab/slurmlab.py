@@ -117,9 +117,7 @@ def wait_for(
     last = predicate()
     while last is None or not last:
         if time.monotonic() >= deadline:
-            raise TimeoutError(
-                f"timed out after {timeout:.1f}s waiting for {what} (last: {last!r})"
-            )
+            raise TimeoutError(f"timed out after {timeout:.1f}s waiting for {what} (last: {last!r})")
         time.sleep(interval)
         last = predicate()
     return last
@@ -152,9 +150,7 @@ def _hostname_skip_reason() -> str | None:
     if os.environ.get("SLURMLAB_ALLOW_DNS") == "1":
         return None
     full = socket.gethostname()
-    missing = [
-        n for n in dict.fromkeys((full, full.split(".", 1)[0])) if not etc_hosts_addresses(n)
-    ]
+    missing = [n for n in dict.fromkeys((full, full.split(".", 1)[0])) if not etc_hosts_addresses(n)]
     if missing:
         return (
             f"slurmlab: {', '.join(missing)} not in /etc/hosts, so Slurm would resolve it over DNS "
@@ -235,9 +231,7 @@ class TcpSocket:
 
 def tcp_sockets() -> list[TcpSocket]:
     """All TCP sockets of this network namespace with their owning process names (``ss -tanp``)."""
-    out = subprocess.run(
-        ["ss", "-tanpH"], capture_output=True, text=True, timeout=10, check=True
-    ).stdout
+    out = subprocess.run(["ss", "-tanpH"], capture_output=True, text=True, timeout=10, check=True).stdout
     result = []
     for line in out.splitlines():
         parts = line.split(None, 5)
@@ -420,9 +414,7 @@ class SlurmCluster:
     def job_state(self, job_id: int) -> str:
         return self.job_info(job_id).get("JobState", "")
 
-    def wait_job(
-        self, job_id: int, timeout: float = 30, states: frozenset[str] = TERMINAL_JOB_STATES
-    ) -> str:
+    def wait_job(self, job_id: int, timeout: float = 30, states: frozenset[str] = TERMINAL_JOB_STATES) -> str:
         """Wait until the job reaches one of ``states`` (default: any terminal one); return it."""
 
         def reached() -> str | None:
@@ -593,9 +585,7 @@ def render_conf(
         f"PartitionName=debug Nodes={nodename} Default=YES MaxTime=INFINITE State=UP",
     ]
     extra_lines = [ln.strip() for ln in extra_conf.splitlines() if ln.strip()]
-    overridden = {
-        ln.split("=", 1)[0].strip().lower() for ln in extra_lines if "=" in ln and ln[0] != "#"
-    }
+    overridden = {ln.split("=", 1)[0].strip().lower() for ln in extra_lines if "=" in ln and ln[0] != "#"}
     kept = [ln for ln in lines if ln.split("=", 1)[0].lower() not in overridden]
     return "\n".join([*kept, *extra_lines]) + "\n"
 
@@ -691,9 +681,7 @@ def _spawn(cluster: SlurmCluster, name: str, argv: list[str]) -> None:
 def _check_alive(cluster: SlurmCluster) -> None:
     for name, proc in cluster.procs.items():
         if proc.poll() is not None:
-            raise SlurmLabError(
-                f"{name} exited with {proc.returncode} during start-up\n{cluster.logs()}"
-            )
+            raise SlurmLabError(f"{name} exited with {proc.returncode} during start-up\n{cluster.logs()}")
 
 
 def _start(cluster: SlurmCluster, timeout: float) -> None:
@@ -734,9 +722,7 @@ def _start(cluster: SlurmCluster, timeout: float) -> None:
 
         def node_idle() -> bool:
             _check_alive(cluster)
-            proc = cluster.run(
-                ["sinfo", "-h", "-N", "-n", cluster.nodename, "-o", "%T"], timeout=left()
-            )
+            proc = cluster.run(["sinfo", "-h", "-N", "-n", cluster.nodename, "-o", "%T"], timeout=left())
             return proc.returncode == 0 and proc.stdout.strip() == "idle"
 
         wait_for(node_idle, left(), interval=0.1, what="node idle in sinfo")

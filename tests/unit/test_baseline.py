@@ -45,12 +45,16 @@ def test_a_host_without_data_keeps_its_findings(tmp_path: Path) -> None:
     path = tmp_path / "baseline.json"
     run(path, report(finding()))
     # node01 failed the fan-out this time: its store is unknown, not resolved
-    later = run(path, report(failed_hosts=("node01",), gaps=(Gap("node01", GapKind.FANOUT, "timed out after 90 s"),)))
+    later = run(
+        path, report(failed_hosts=("node01",), gaps=(Gap("node01", GapKind.FANOUT, "timed out after 90 s"),))
+    )
     assert later.changes.resolved == ()
     assert later.changes.new_failures == ("node01: timed out after 90 s",)
     assert finding().baseline_key in json.loads(path.read_text())["findings"]
     # the same failure again, with other numbers, is not news
-    again = run(path, report(failed_hosts=("node01",), gaps=(Gap("node01", GapKind.FANOUT, "timed out after 120 s"),)))
+    again = run(
+        path, report(failed_hosts=("node01",), gaps=(Gap("node01", GapKind.FANOUT, "timed out after 120 s"),))
+    )
     assert again.changes.new_failures == ()
     recovered = run(path, report(finding()))
     assert recovered.changes.resolved_failures == ("node01: timed out after 120 s",)
