@@ -393,6 +393,12 @@ class Finding:
     accepted_until: str | None = None
     vantage: str = ""  # the host that ran the scan (peers' reports are merged)
     baseline_state: str | None = None  # "new" or "unchanged" with --baseline, else None
+    is_unverified: bool = False  # filtered, but no canary answered on any path it was seen from
+
+    @property
+    def state_text(self) -> str:
+        """The state as every format shows it: an unverified filter says so."""
+        return f"{self.state.value} (unverified)" if self.is_unverified else self.state.value
 
     @property
     def baseline_key(self) -> str:

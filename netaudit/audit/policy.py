@@ -158,7 +158,8 @@ def evaluate(
     for endpoint in endpoints:
         found = endpoint.classification
         signature = by_id.get(found.signature) if found else None
-        evidence_attempts = [a for a in endpoint.attempts if not a.is_local_path]
+        # Not-tested attempts have no source: they are gaps (gaps.py), never evidence.
+        evidence_attempts = [a for a in endpoint.attempts if not a.is_local_path and a.source]
         outside = [a for a in evidence_attempts if not _inside(a, sources)]
         reached_outside = [a for a in outside if a.state is PortState.OPEN]
         for attempt in reached_outside:
@@ -193,14 +194,16 @@ def evaluate(
         addresses = sorted({a.source + " -> " + endpoint.address for a in attempts})
         evidence.append(f"filtered from outside on {len(attempts)} attempts ({', '.join(addresses[:4])}"
                         + (", ..." if len(addresses) > 4 else "") + ")")  # fmt: skip
-        if not any(a.is_path_verified for a in attempts):
+        is_unverified = not any(a.is_path_verified for a in attempts)
+        if is_unverified:
             evidence.append(
-                "path not verified: no canary answered from this source, so a firewall "
-                "dropping everything and a host that is down look the same"
+                "unverified: no canary answered on these paths, so a firewall dropping "
+                "everything and a path that goes nowhere look the same"
             )
-        findings.append(
-            _base(endpoint, "NA010", Severity.MEDIUM, found.service, signature, attempt, source, evidence)
+        finding = _base(
+            endpoint, "NA010", Severity.MEDIUM, found.service, signature, attempt, source, evidence
         )
+        findings.append(replace(finding, is_unverified=is_unverified))
     return _accepted_and_sorted(findings, policy)
 
 
@@ -234,7 +237,10 @@ def _inside(attempt: Attempt, sources: Mapping[str, VantageSource]) -> bool:
     source = sources.get(attempt.source)
     if source is not None:
         return source.is_inside
-    return ipaddress.ip_address(attempt.source).is_loopback
+    try:
+        return ipaddress.ip_address(attempt.source).is_loopback
+    except ValueError:  # no source we know of: not evidence of anything outside
+        return True
 
 
 def _intra_cluster(

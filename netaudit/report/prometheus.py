@@ -56,6 +56,9 @@ def render(report: Report, status: ExitStatus) -> str:
         gauge("netaudit_findings_resolved", "Baseline findings no longer seen.",
               [({}, float(len(report.changes.resolved)))])  # fmt: skip
     gauge("netaudit_endpoints", "Endpoints (address x port) tried.", [({}, float(len(report.endpoints)))])
+    unverified = sum(1 for e in report.endpoints for a in e.attempts if a.is_unverified_filter)
+    gauge("netaudit_filtered_unverified", "Filtered attempts on paths where no canary answered.",
+          [({}, float(unverified))])  # fmt: skip
     gauge("netaudit_incomplete_items", "Things the last run could not inspect.",
           [({}, float(len(report.incomplete)))])  # fmt: skip
     gauge("netaudit_failed_hosts", "Hosts whose data is missing in the last run.",

@@ -44,6 +44,7 @@ def finding_json(finding: Finding) -> dict[str, Any]:
         else {"reason": finding.accepted, "until": finding.accepted_until},
         "vantage": finding.vantage,
         "baseline_state": finding.baseline_state,
+        "is_unverified": finding.is_unverified,
     }
 
 
@@ -112,9 +113,7 @@ def summary(report: Report) -> dict[str, Any]:
         "probes_sent": report.probes_sent,
         "duration_s": report.duration_s,
         "is_complete": not report.gaps,
-        "filtered_unverified": sum(
-            1 for e in report.endpoints for a in e.attempts if a.is_unverified_filter
-        ),
+        "filtered_unverified": sum(1 for e in report.endpoints for a in e.attempts if a.is_unverified_filter),
         "is_interrupted": report.is_interrupted,
     }
 

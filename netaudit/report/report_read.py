@@ -4,6 +4,7 @@ like any other input; what the central run needs is rebuilt, the rest is ignored
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Any
 
 from netaudit import docparse, hostnames
@@ -67,6 +68,7 @@ def _finding(table: Table, vantage: str) -> Finding:
         accepted_until=accepted.get("until", str, nullable=True) if accepted else None,
         vantage=table.get("vantage", str, nullable=True) or vantage,
         baseline_state=table.get("baseline_state", str, nullable=True),
+        is_unverified=bool(table.get("is_unverified", bool)),
     )
     process.finish()
     if accepted:
@@ -88,6 +90,12 @@ def _attempt(table: Table, vantage: str) -> Attempt:
         detail=table.get("detail", str, nullable=True),
         vantage=table.get("vantage", str, nullable=True) or vantage,
     )
+    if attempt.source:  # "" is an attempt no source could make (not tested)
+        try:
+            ipaddress.ip_address(attempt.source)
+        except ValueError:
+            table.fail("source", f"{attempt.source[:64]!r} is not an IP address")
+    table.get("is_unverified_filter", bool)  # derived: recomputed from the fields above
     table.finish()
     return attempt
 

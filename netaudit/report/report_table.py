@@ -75,7 +75,7 @@ def _finding_rows(findings: tuple[Finding, ...]) -> list[list[str]]:
                 f"{shown}:{finding.port}",
                 service,
                 finding.source or "static",
-                finding.state.value,
+                finding.state_text,
                 _confirmed(finding.confirmed),
             ]
         )

@@ -34,14 +34,15 @@ def to_sarif(report: Report) -> dict[str, Any]:
     ]
     results = []
     for finding in report.findings:
-        endpoint = f"{finding.host}/{finding.address}:{finding.port}"
+        shown = f"[{finding.address}]" if ":" in finding.address else finding.address
+        endpoint = f"{finding.host}/{shown}:{finding.port}"
         result: dict[str, Any] = {
             "ruleId": finding.rule_id,
             "ruleIndex": used.index(finding.rule_id),
             "level": _LEVEL[finding.severity],
             "message": {
-                "text": f"{RULES[finding.rule_id].title}: {finding.service} at {finding.address}:"
-                f"{finding.port} on {finding.host}, {finding.state.value} from "
+                "text": f"{RULES[finding.rule_id].title}: {finding.service} at {shown}:"
+                f"{finding.port} on {finding.host}, {finding.state_text} from "
                 f"{finding.source or 'static analysis'}. Fix: {finding.remediation}"
             },
             "locations": [
@@ -65,6 +66,8 @@ def to_sarif(report: Report) -> dict[str, Any]:
                 "port": finding.port,
                 "source": finding.source,
                 "confirmed": finding.confirmed,
+                "state": finding.state.value,
+                "is_unverified": finding.is_unverified,
                 "evidence": list(finding.evidence),
             },
         }
