@@ -41,8 +41,8 @@ def _shell_lines(path: Path) -> list[str]:
     commands = []
     for block in re.findall(r"```(?:sh|bash|console)\n(.*?)```", path.read_text(), re.S):
         joined = re.sub(r"\\\n\s*", " ", block)
-        for line in joined.splitlines():
-            line = line.split(" #", 1)[0].strip()
+        for raw in joined.splitlines():
+            line = raw.split(" #", 1)[0].strip()
             if line.startswith("netaudit ") and "..." not in line:
                 commands.append(line)
     return commands
@@ -60,14 +60,15 @@ def _as_dry_run(line: str, tmp_path: Path) -> list[str]:
     for word in shlex.split(line.split(" > ", 1)[0])[1:]:
         name = Path(word).name
         if name in fixtures:
-            word = str(fixtures[name])
+            argv.append(str(fixtures[name]))
         elif word.startswith("/etc/netaudit/") and name in configs:
-            word = str(configs[name])
+            argv.append(str(configs[name]))
         elif word.startswith("/etc/netaudit/probes"):
-            word = str(tmp_path)
+            argv.append(str(tmp_path))
         elif word.startswith("/var/lib/"):
-            word = str(tmp_path / name)
-        argv.append(word)
+            argv.append(str(tmp_path / name))
+        else:
+            argv.append(word)
     has_scope = any(w in argv for w in ("--inventory", "--config")) or any(
         not w.startswith("-") for w in argv[1:]
     )
