@@ -5,10 +5,10 @@ timeout per node; a node that times out is killed, not waited for."""
 from __future__ import annotations
 
 import shlex
-import subprocess
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
+from netaudit.fanout import capture
 from netaudit.fanout.results import OUTPUT_LIMIT, NodeOutput
 
 
@@ -22,24 +22,8 @@ def template_argv(template: str, node: str) -> list[str]:
 
 
 def _run(node: str, argv: list[str], timeout_s: float, stdin: bytes | None) -> NodeOutput:
-    try:
-        completed = subprocess.run(
-            argv,
-            input=stdin,
-            stdin=None if stdin is not None else subprocess.DEVNULL,
-            capture_output=True,
-            timeout=timeout_s,
-            check=False,
-        )
-    except subprocess.TimeoutExpired:
-        return NodeOutput(node, None, b"", b"", f"timed out after {timeout_s:g} s")
-    except FileNotFoundError:
-        return NodeOutput(node, None, b"", b"", f"cannot run {argv[0]!r}: not found")
-    except OSError as error:
-        return NodeOutput(node, None, b"", b"", f"cannot run {argv[0]!r}: {error.strerror or error}")
-    return NodeOutput(
-        node, completed.returncode, completed.stdout[: OUTPUT_LIMIT + 1], completed.stderr[-65536:]
-    )
+    result = capture.run_capped(argv, stdin, timeout_s, OUTPUT_LIMIT)
+    return NodeOutput(node, result.returncode, result.stdout, result.stderr, result.error)
 
 
 def run_all(

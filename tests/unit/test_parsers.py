@@ -91,10 +91,28 @@ def test_identity_prefers_environment_and_inherits_run_id() -> None:
         (["ghp_0123456789abcdefghijABCDEFGHIJ"], [REDACTED]),
         (["--password", "--verbose"], ["--password", "--verbose"]),
         (["--rdzv-endpoint=198.18.0.1:29400"], ["--rdzv-endpoint=198.18.0.1:29400"]),
+        # inside longer arguments: a header, -c code, a JSON blob
+        (
+            ["curl", "-H", "Authorization: Bearer abcdefghijkl0123"],
+            ["curl", "-H", f"Authorization: Bearer {REDACTED}"],
+        ),
+        (
+            ["-c", "import os; os.environ['HF_TOKEN']='hf_abcdefghijklmnopqrstuvwxyz'; main(lr=3)"],
+            ["-c", f"import os; os.environ['HF_TOKEN']='{REDACTED}'; main(lr=3)"],
+        ),
+        (["-c", "login('hf_abcdefghijklmnopqrstuvwxyz')"], ["-c", f"login('{REDACTED}')"]),
+        (['{"api_key": "s3cr3t", "lr": 3}'], [f'{{"api_key": "{REDACTED}", "lr": 3}}']),
     ],
 )
 def test_redact_argv(argv: list[str], expected: list[str]) -> None:
     assert list(redact_argv(argv)) == expected
+
+
+def test_a_secret_straddling_the_cut_leaves_nothing_of_itself() -> None:
+    code = "x = 1; " * 71 + "login(token='hf_abcdefghijklmnopqrstuvwxyz')"
+    assert 490 < code.index("hf_") < 512 < len(code)
+    (out,) = redact_argv([code])
+    assert "hf_" not in out and "abcdef" not in out and out.endswith("...")
 
 
 def test_redact_caps_length_and_count() -> None:
