@@ -22,8 +22,8 @@ from netaudit.environment import Environment
 from netaudit.status import ExitStatus
 
 _RESULT_LIMIT = 1 << 20
-# logging's levels, without importing logging on a passing run
-_WARNING, _ERROR, _CRITICAL = 30, 40, 50
+# syslog(3) severities (netaudit.syslogwire), without importing it on a passing run
+_CRITICAL, _ERROR, _WARNING = 2, 3, 4
 
 
 def _child(args: argparse.Namespace, config: Config, env: Environment, write_fd: int) -> None:
@@ -75,7 +75,7 @@ def _wait(read_fd: int, pid: int, deadline_s: float) -> dict[str, Any] | None:
                 return None
         data = json.loads(b"".join(chunks))
         return data if isinstance(data, dict) else None
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return None
     finally:
         try:
@@ -88,33 +88,20 @@ def _wait(read_fd: int, pid: int, deadline_s: float) -> dict[str, Any] | None:
             pass
 
 
-def _log(level: int, message: str, socket_path: str) -> None:
-    if not os.path.exists(socket_path):
-        return
-    import logging.handlers  # only when there is something to log: a pass imports nothing
+def _log(env: Environment, lines: list[tuple[int, str]], socket_path: str) -> None:
+    if not lines:
+        return  # a pass with nothing to say imports and sends nothing
+    from netaudit import syslogwire
 
-    try:
-        handler = logging.handlers.SysLogHandler(
-            address=socket_path, facility=logging.handlers.SysLogHandler.LOG_DAEMON
-        )
-    except OSError:
-        return
-    handler.setFormatter(logging.Formatter("netaudit-gate: %(message)s"))
-    logger = logging.getLogger("netaudit.gate")
-    logger.propagate = False
-    logger.addHandler(handler)
-    try:
-        logger.log(level, message)
-    finally:
-        logger.removeHandler(handler)
-        handler.close()
+    problem = syslogwire.send(lines, socket_path, "netaudit-gate")
+    if problem and os.path.exists(socket_path):  # no syslog daemon at all is not worth a word
+        env.warn(f"gate warning: {problem}")
 
 
 def run(args: argparse.Namespace, config: Config, env: Environment) -> ExitStatus:
     deadline_s = args.deadline_s if args.deadline_s is not None else config.gate.deadline_s
     on_error = args.on_error or config.gate.on_error
     as_json = args.format == "json"
-    syslog = config.output.syslog_socket
     read_fd, write_fd = os.pipe()
     env.stdout.flush()
     env.stderr.flush()
@@ -134,26 +121,29 @@ def run(args: argparse.Namespace, config: Config, env: Environment) -> ExitStatu
             "details": [],
             "warnings": [],
         }
+    log: list[tuple[int, str]] = []
     for warning in result.get("warnings") or []:
         env.warn(f"gate warning: {warning}")
-        _log(_WARNING, str(warning), syslog)
+        log.append((_WARNING, str(warning)))
     status = result.get("status")
     if as_json:
         env.stdout.write(json.dumps({**result, "on_error": on_error}, sort_keys=True) + "\n")
     if status == "pass":
-        return ExitStatus.OK
-    if status == "fail":
-        line = str(result.get("line"))
+        exit_status = ExitStatus.OK
+    elif status == "fail":
         if not as_json:
-            env.stdout.write(line + "\n")
-        for detail in result.get("details") or []:
-            _log(_ERROR, str(detail), syslog)
-        return ExitStatus.FINDINGS
-    message = f"gate error ({on_error}): {result.get('line')}"
-    _log(_CRITICAL, message, syslog)
-    if on_error == "closed":
-        if not as_json:
-            env.stdout.write(f"netaudit: {message}\n")
-        return ExitStatus.FINDINGS
-    env.warn(f"{message}; passing the node because --on-error=open")
-    return ExitStatus.OK
+            env.stdout.write(str(result.get("line")) + "\n")
+        log += [(_ERROR, str(detail)) for detail in result.get("details") or []]
+        exit_status = ExitStatus.FINDINGS
+    else:
+        message = f"gate error ({on_error}): {result.get('line')}"
+        log.append((_CRITICAL, message))
+        if on_error == "closed":
+            if not as_json:
+                env.stdout.write(f"netaudit: {message}\n")
+            exit_status = ExitStatus.FINDINGS
+        else:
+            env.warn(f"{message}; passing the node because --on-error=open")
+            exit_status = ExitStatus.OK
+    _log(env, log, config.output.syslog_socket)
+    return exit_status

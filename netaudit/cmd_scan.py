@@ -94,12 +94,13 @@ def run(args: argparse.Namespace, config: Config, fmt: str, env: Environment) ->
         environ=dict(env.environ),
         warn=env.warn,
     )
-    report = audit_run.run(request, started, now)
+    report, hosts = audit_run.run(request, started, now)
     if sinks.problems:
         report = replace(report, notes=(*report.notes, *sinks.problems))
     report, state = sinks.compare_baseline(report)
     status = gaps.exit_status(report)
-    sinks.write(report, status, hosts=audit_run.hosts_of(report, inventories))
+    for problem in sinks.write(report, status, hosts):
+        env.warn(problem)
     env.stdout.write(render(report, fmt))
     env.stdout.flush()
     # Last: a run that could not write its outputs must not make its findings "unchanged".

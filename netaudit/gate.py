@@ -3,8 +3,10 @@
 It fails the node for a **stale** exposed listener: a PyTorch distributed listener on a
 non-loopback address whose owning process belongs to no Slurm job active on this node (the
 leftover of a finished job). Live jobs of other users on a shared node never fail it: their
-listeners are theirs to answer for, through the scheduled audit. Optionally it also fails on an
-unresolved critical exposure in the verdict the scheduled audit left for this node.
+listeners are theirs to answer for, through the scheduled audit. Optionally it also reads the
+verdict the scheduled audit left for this node, and fails for an unresolved critical exposure
+only while that listener is still here and owned by no active job: an exposure that was
+closed since, or that belongs to a running job, is no reason to drain a healthy shared node.
 
 Precision over recall: a prolog failure drains the node and holds a user's job, so every
 "fail" names the process, port and reason, and anything undecidable is an error for the
@@ -13,6 +15,7 @@ Precision over recall: a prolog failure drains the node and holds a user's job, 
 
 from __future__ import annotations
 
+import ipaddress
 import socket
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -49,23 +52,72 @@ def _is_exposed_scope(listener: Listener) -> bool:
     return scope not in (BindScope.LOOPBACK, BindScope.LINK_LOCAL)
 
 
+def _job_of(listener: Listener, pid: int, proc: str) -> str | None:
+    process = listener.process
+    job = process.job.slurm_job_id if process else None
+    return job or slurmjobs.job_of_ancestors(pid, proc)
+
+
+def _owner(listener: Listener, job: str | None) -> str:
+    owner = f"pid {listener.pid}"
+    if listener.process is not None:
+        owner += f" {listener.process.name}, user {listener.process.user}"
+    why = f"slurm job {job} is not active here" if job else "not part of any Slurm job"
+    return f"{owner}; {why}"
+
+
 def stale_listeners(found: Inventory, active: set[str], proc: str) -> list[str]:
     stale = []
     for listener in found.listeners:
         classification = listener.classification
         if classification is None or listener.pid is None or not _is_exposed_scope(listener):
             continue
-        process = listener.process
-        job = process.job.slurm_job_id if process else None
-        job = job or slurmjobs.job_of_ancestors(listener.pid, proc)
+        job = _job_of(listener, listener.pid, proc)
         if job is not None and job in active:
             continue
-        owner = f"pid {listener.pid}"
-        if process is not None:
-            owner += f" {process.name}, user {process.user}"
-        why = f"slurm job {job} is not active here" if job else "not part of any Slurm job"
-        stale.append(f"stale exposed {classification.service} {listener.endpoint} ({owner}; {why})")
+        stale.append(f"stale exposed {classification.service} {listener.endpoint} ({_owner(listener, job)})")
     return stale
+
+
+def _holds(found: Inventory, listener: Listener, exposure: verdict.Exposure) -> bool:
+    """Whether ``listener`` is the socket the audit reached at the exposure's address."""
+    if listener.port != exposure.port:
+        return False
+    address = ipaddress.ip_address(exposure.address)
+    bound = ipaddress.ip_address(listener.address)
+    if bound == address:
+        return True
+    if not bound.is_unspecified:
+        return False
+    if bound.version != address.version and not (bound.version == 6 and listener.v6only is False):
+        return False
+    # A wildcard listener answers on its own namespace's addresses only.
+    for namespace in found.namespaces:
+        if namespace.inode == listener.netns and namespace.interfaces:
+            return any(ipaddress.ip_address(i.address) == address for i in namespace.interfaces)
+    return True  # the namespace's addresses are unknown: the port and the wildcard must do
+
+
+def verdict_reasons(
+    found: Inventory, exposures: tuple[verdict.Exposure, ...], active: set[str], proc: str
+) -> tuple[list[str], list[str]]:
+    """(reasons to fail, warnings) for the verdict's exposures, judged against this node now."""
+    reasons: list[str] = []
+    warnings: list[str] = []
+    for exposure in exposures:
+        holders = [listener for listener in found.listeners if _holds(found, listener, exposure)]
+        if not holders:
+            continue  # closed since the audit: the next audit will call it resolved
+        for listener in holders:
+            if listener.pid is None:
+                warnings.append(f"critical exposure {exposure.line}: its owner cannot be seen")
+                continue
+            job = _job_of(listener, listener.pid, proc)
+            if job is not None and job in active:
+                warnings.append(f"critical exposure {exposure.line} belongs to running slurm job {job}")
+                continue
+            reasons.append(f"unresolved critical exposure: {exposure.line} ({_owner(listener, job)})")
+    return reasons, warnings
 
 
 def evaluate(
@@ -81,8 +133,8 @@ def evaluate(
     warnings: list[str] = []
     if verdict_template:
         node = node_name(environ)
-        path = verdict.path_for(verdict_template, node)
         try:
+            path = verdict.path_for(verdict_template, node)
             read = verdict.read(path)
         except verdict.VerdictError as error:
             warnings.append(str(error))
@@ -96,7 +148,9 @@ def evaluate(
                 else:
                     warnings.append(message)
             else:
-                reasons += [f"unresolved critical exposure: {line}" for line in read.critical]
+                failing, notes = verdict_reasons(found, read.exposures, active, proc)
+                reasons += [reason for reason in failing if reason not in reasons]
+                warnings += notes
     if not reasons:
         return GateResult(True, "", (), tuple(warnings))
     more = f" (+{len(reasons) - 1} more)" if len(reasons) > 1 else ""

@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import UTC, datetime
 from types import FrameType
 
 from netaudit import __version__, netlink
@@ -54,7 +54,10 @@ class Request:
     warn: Callable[[str], None]
 
 
-def run(request: Request, started: float, now: datetime) -> Report:
+def run(request: Request, started: float, now: datetime) -> tuple[Report, list[str]]:
+    """The report, and the hosts it covered (inventories read or gathered, hosts scanned):
+    the ones that get a verdict. A node whose fan-out failed gets none, so the verdict it
+    had keeps its exposures until it ages out."""
     inventories = list(request.inventories)
     fanout_gaps: list[Gap] = []
     notes: list[str] = []
@@ -73,7 +76,8 @@ def run(request: Request, started: float, now: datetime) -> Report:
             for f in failures
         ]
     if not request.scan.targets and not inventories and not fanout.method:
-        return local.audit(request.config, request.scan, request.intended, request.signatures, started, now)
+        report = local.audit(request.config, request.scan, request.intended, request.signatures, started, now)
+        return report, hosts_of(report, inventories)
     report = _scan(request, inventories, now, notes)
     report = replace(report, gaps=(*report.gaps, *fanout_gaps))
     if fanout.scan_from and not request.is_dry_run:
@@ -84,11 +88,12 @@ def run(request: Request, started: float, now: datetime) -> Report:
         )
     if not request.is_dry_run and not report.is_interrupted:
         report = _with_scan_gaps(report, request.scan)
-    return replace(
+    report = replace(
         report,
         failed_hosts=tuple(sorted(set(report.failed_hosts) | gaps.failed_hosts(report.gaps))),
         duration_s=round(time.monotonic() - started, 3),
     )
+    return report, hosts_of(report, inventories)
 
 
 def _with_scan_gaps(report: Report, scan: ScanSettings) -> Report:
@@ -123,8 +128,17 @@ def _scan(request: Request, inventories: list[Inventory], now: datetime, notes: 
         trust_scope=scan.trust_scope,
     )
     with long_lived_objects():
+        # Ages are measured when planning, after the fan-out: inventories it gathered were
+        # collected after `now`, and must not look as if they came from the future.
+        planned_at = max(now, datetime.now(UTC))
         the_plan = plan.build(
-            admitted.inventories, the_scope, sources, request.signatures, rules, now, _local_addresses()
+            admitted.inventories,
+            the_scope,
+            sources,
+            request.signatures,
+            rules,
+            planned_at,
+            _local_addresses(),
         )
     host = socket.gethostname()
     found_gaps = [

@@ -9,7 +9,6 @@ so neither a crash nor a full disk leaves a half-written state behind.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 from dataclasses import dataclass
 
@@ -59,6 +58,10 @@ class Sinks:
         if textfile_dir:
             check(textfile_dir, "--textfile")
         if template:
+            try:
+                verdict.check_template(template)
+            except verdict.VerdictError as error:
+                raise OutputError(str(error)) from None
             check(os.path.dirname(os.path.abspath(verdict.path_for(template, "x"))), "gate.verdict_path")
         if args.dry_run:
             return cls(None, None, None, None, tuple(problems))
@@ -83,11 +86,13 @@ class Sinks:
             return
         baseline.save(self.baseline_path, state, __version__, report.generated_at)
 
-    def write(self, report: Report, status: ExitStatus, hosts: list[str]) -> None:
+    def write(self, report: Report, status: ExitStatus, hosts: list[str]) -> list[str]:
+        """Write every destination; what could not be delivered without failing the run
+        (syslog: the report still stands without it), one line each."""
         if self.textfile_dir:
             prometheus.write(self.textfile_dir, report, status)
+        problems: list[str] = []
         if self.verdict_template and not report.is_interrupted:
-            verdict.write_all(self.verdict_template, report, hosts)
-        if self.syslog_socket:
-            with contextlib.suppress(OSError):  # no syslog daemon: the report still stands
-                syslog_out.send(report, self.syslog_socket)
+            problems += verdict.write_all(self.verdict_template, report, hosts)[1]
+        problem = syslog_out.send(report, self.syslog_socket) if self.syslog_socket else None
+        return problems + ([problem] if problem else [])

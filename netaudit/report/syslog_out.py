@@ -4,17 +4,15 @@ unless the config names another (output.syslog_socket)."""
 
 from __future__ import annotations
 
-import logging
-import logging.handlers
-
+from netaudit import syslogwire
 from netaudit.models import Report, Severity
 
 _PRIORITY = {
-    Severity.CRITICAL: logging.CRITICAL,
-    Severity.HIGH: logging.ERROR,
-    Severity.MEDIUM: logging.WARNING,
-    Severity.LOW: logging.INFO,
-    Severity.INFO: logging.INFO,
+    Severity.CRITICAL: syslogwire.CRITICAL,
+    Severity.HIGH: syslogwire.ERROR,
+    Severity.MEDIUM: syslogwire.WARNING,
+    Severity.LOW: syslogwire.INFO,
+    Severity.INFO: syslogwire.INFO,
 }
 
 
@@ -30,7 +28,7 @@ def lines(report: Report) -> list[tuple[int, str]]:
     )
     if report.changes is not None:
         summary += f", {len(report.changes.new)} new, {len(report.changes.resolved)} resolved"
-    result = [(logging.WARNING if report.incomplete else logging.INFO, summary)]
+    result = [(syslogwire.WARNING if report.incomplete else syslogwire.INFO, summary)]
     for finding in findings:
         text = (
             f"{finding.rule_id} {finding.severity.value} {finding.service} {finding.host} "
@@ -39,25 +37,13 @@ def lines(report: Report) -> list[tuple[int, str]]:
         )
         result.append((_PRIORITY[finding.severity], text))
     if report.changes is not None:
-        result += [(logging.INFO, f"resolved: {key}") for key in report.changes.resolved]
-        result += [(logging.WARNING, f"incomplete: {item}") for item in report.changes.new_failures]
+        result += [(syslogwire.INFO, f"resolved: {key}") for key in report.changes.resolved]
+        result += [(syslogwire.WARNING, f"incomplete: {item}") for item in report.changes.new_failures]
     else:
-        result += [(logging.WARNING, f"incomplete: {item}") for item in report.incomplete]
+        result += [(syslogwire.WARNING, f"incomplete: {item}") for item in report.incomplete]
     return result
 
 
-def send(report: Report, address: str = "/dev/log") -> None:
-    handler = logging.handlers.SysLogHandler(
-        address=address, facility=logging.handlers.SysLogHandler.LOG_DAEMON
-    )
-    handler.setFormatter(logging.Formatter("netaudit: %(message)s"))
-    logger = logging.getLogger("netaudit.syslog")
-    logger.propagate = False
-    logger.setLevel(logging.INFO)
-    logger.addHandler(handler)
-    try:
-        for level, text in lines(report):
-            logger.log(level, text)
-    finally:
-        logger.removeHandler(handler)
-        handler.close()
+def send(report: Report, address: str = "/dev/log") -> str | None:
+    """The problem as one line when the lines could not be sent, else None."""
+    return syslogwire.send(lines(report), address, "netaudit")
