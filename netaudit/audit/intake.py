@@ -136,7 +136,11 @@ def admit(inventories: Sequence[Inventory], signatures: Sequence[Signature]) -> 
     return Intake(tuple(admitted), tuple(notes))
 
 
+CLOCK_SKEW_S = 5.0  # NTP keeps a cluster within milliseconds; a node this far ahead is not
+
+
 def is_fresh(age_s: float | None, max_age_s: float) -> bool:
-    """Fresh: collected at most ``max_age_s`` ago, and not in the future (a clock ahead, or a
-    forged timestamp that would keep a stale inventory fresh forever)."""
-    return age_s is not None and 0.0 <= age_s <= max_age_s
+    """Fresh: collected at most ``max_age_s`` ago, and not in the future beyond the clock skew
+    of a healthy cluster (a forged timestamp would otherwise keep a stale inventory fresh
+    forever)."""
+    return age_s is not None and -CLOCK_SKEW_S <= age_s <= max_age_s
