@@ -20,7 +20,8 @@ import socket
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from netaudit import bindscope, inventory, slurmjobs, verdict
+from netaudit import bindscope, inventory, slurmjobs
+from netaudit.audit import verdict
 from netaudit.config import GateSettings
 from netaudit.models import BindScope, Inventory, Listener
 from netaudit.signatures import Signature

@@ -12,6 +12,7 @@
 - ``gaps``      what could not be inspected, as data; the exit status it implies.
 - ``peers``     scans run from other nodes, merged.
 - ``baseline``  the scheduled audit's memory (only news).
+- ``verdict``   per-node verdicts the Slurm prolog gate reads (netaudit.gate).
 - ``sinks``     where results go besides stdout: baseline, metrics, syslog, verdicts.
 
 Renderers live in ``netaudit.report``; the command that ties these together is

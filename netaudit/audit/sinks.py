@@ -12,7 +12,8 @@ import argparse
 import os
 from dataclasses import dataclass
 
-from netaudit import __version__, atomic, baseline, verdict
+from netaudit import __version__, atomic
+from netaudit.audit import baseline, verdict
 from netaudit.config import Config
 from netaudit.models import Report
 from netaudit.report import prometheus, syslog_out

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from netaudit import baseline
-from netaudit.baseline import BaselineError
+from netaudit.audit import baseline
+from netaudit.audit.baseline import BaselineError
 from netaudit.models import Gap, GapKind, Severity
 from tests.unit.factories import finding, report
 

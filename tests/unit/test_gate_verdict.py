@@ -8,7 +8,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from netaudit import gate
-from netaudit.verdict import Exposure
+from netaudit.audit.verdict import Exposure
 from tests.cli.inventories import node
 
 STORE_V4 = Exposure("NA001", "tcpstore", "198.18.0.1", 29500, "203.0.113.9")

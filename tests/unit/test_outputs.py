@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from netaudit import syslogwire, verdict
+from netaudit import syslogwire
+from netaudit.audit import verdict
 from netaudit.models import BaselineChanges, Gap, GapKind, PortState, Severity
 from netaudit.report import junit, prometheus, sarif, syslog_out
 from netaudit.status import ExitStatus
