@@ -11,6 +11,7 @@ import argparse
 import sys
 import traceback
 from collections.abc import Sequence
+from typing import Any
 
 from netaudit import __version__
 from netaudit.environment import Environment
@@ -216,7 +217,61 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PATH",
         help="verdict file the scheduled audit leaves for this node (%%h = node name)",
     )
+    _add_fix(commands)
     return parser
+
+
+def _add_fix(commands: Any) -> None:
+    parser = commands.add_parser(
+        "fix",
+        help="write the nftables ruleset that closes what a scan found (IPv4 and IPv6)",
+        description="Write one `table inet netaudit` that drops new connections from outside the "
+        "intended subnets to what a report (or inventories) found: the stores' fixed ports, and "
+        "every listener of the job cgroups (socket cgroupv2) whatever its port. Checked with "
+        "`nft -c`; applied only with --apply.",
+        epilog=EXIT_STATUS_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _add_common(parser, ("nft", "json"))
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--report", metavar="FILE", help="a JSON report of `netaudit scan` ('-' for stdin)")
+    source.add_argument(
+        "--inventory",
+        metavar="FILE",
+        action="append",
+        help="inventories of `netaudit probe --format json` (repeatable): close every "
+        "listener that answers beyond loopback",
+    )
+    parser.add_argument(
+        "--intended-subnet",
+        metavar="CIDR",
+        action="append",
+        default=[],
+        help="networks allowed to connect (repeatable; default: the config's, else the report's)",
+    )
+    parser.add_argument(
+        "--cgroup",
+        metavar="PATH",
+        action="append",
+        default=[],
+        help="cgroup v2 path holding the jobs (repeatable; default: inferred from the "
+        "inventories, else /system.slice/slurmstepd.scope when it exists here)",
+    )
+    parser.add_argument(
+        "--no-cgroup",
+        action="store_true",
+        help="never match by cgroup: list the ephemeral ports seen instead",
+    )
+    parser.add_argument(
+        "--cgroup-mount", metavar="DIR", help="where the nodes mount cgroup v2 (default: this host's mount)"
+    )
+    parser.add_argument("--output", metavar="FILE", help="write the ruleset here (0600, atomically)")
+    parser.add_argument("--no-check", action="store_true", help="do not run `nft -c`")
+    parser.add_argument(
+        "--apply",
+        action="store_true",
+        help="load it on this host with `nft -f` (replaces only table inet netaudit)",
+    )
 
 
 def _format(args: argparse.Namespace, configured: str | None, env: Environment) -> str:
@@ -228,7 +283,7 @@ def _format(args: argparse.Namespace, configured: str | None, env: Environment) 
 
 def _dispatch(args: argparse.Namespace, env: Environment) -> ExitStatus:
     if args.command is None:
-        raise UsageError("a command is required: probe, scan or gate (see `netaudit --help`)")
+        raise UsageError("a command is required: probe, scan, gate or fix (see `netaudit --help`)")
     from netaudit import config as config_module
 
     config = config_module.load(args.config) if args.config else config_module.Config()
@@ -244,6 +299,10 @@ def _dispatch(args: argparse.Namespace, env: Environment) -> ExitStatus:
         from netaudit import cmd_gate
 
         return cmd_gate.run(args, config, env)
+    if args.command == "fix":
+        from netaudit import cmd_fix
+
+        return cmd_fix.run(args, config, env)
     raise UsageError(f"unknown command {args.command!r}")
 
 

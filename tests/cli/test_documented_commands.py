@@ -54,6 +54,11 @@ DOCUMENTED = [(path.name, line) for path in DOCS for line in _shell_lines(path)]
 def _as_dry_run(line: str, tmp_path: Path) -> list[str]:
     first, second = two_nodes(tmp_path)
     fixtures = {"node01.json": first, "node02.json": second, "n1.json": first, "n2.json": second}
+    if "report.json" in line:  # `netaudit fix --report`: the report of a dry run of both nodes
+        report = run("scan", "--inventory", str(first), "--inventory", str(second), "--intended-subnet",
+                     "198.18.0.0/16", "--dry-run", "--format", "json")  # fmt: skip
+        fixtures["report.json"] = tmp_path / "report.json"
+        fixtures["report.json"].write_text(report.stdout)
     configs = {path.name: path for path in SAMPLES.glob("*.toml")}
     configs["cluster.toml"] = SAMPLES / "slurm-cluster.toml"
     argv = []

@@ -1,0 +1,86 @@
+"""The job cgroups a port-independent rule can match.
+
+nftables' ``socket cgroupv2 level N "PATH"`` matches a packet whose socket lives in the cgroup
+PATH or below it, at depth N of the cgroup v2 tree: with Slurm's cgroup v2 plugin every job
+step runs under ``/system.slice/slurmstepd.scope/job_<id>/...``, so one rule on that scope
+covers every job's ephemeral Gloo, NCCL and TensorPipe ports, whatever port the next job picks.
+nft resolves PATH to the directory's inode when the ruleset is loaded, relative to
+``/sys/fs/cgroup``; on a hybrid host (cgroup v2 at /sys/fs/cgroup/unified) the text carries the
+``unified/`` prefix while the level still counts from the v2 root.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+NFT_CGROUP_BASE = "/sys/fs/cgroup"
+SLURM_SCOPE = "/system.slice/slurmstepd.scope"
+_JOB = re.compile(r"^job_\d+$")
+
+
+@dataclass(frozen=True, slots=True)
+class JobCgroup:
+    """Attributes:
+    path: in the cgroup v2 tree (``/system.slice/slurmstepd.scope``).
+    level: its depth there (2 for that path).
+    nft_path: the string nft resolves under /sys/fs/cgroup.
+    """
+
+    path: str
+    level: int
+    nft_path: str
+
+
+def cgroup2_mount(mountinfo: str = "/proc/self/mountinfo") -> str | None:
+    try:
+        with open(mountinfo, encoding="utf-8", errors="replace") as handle:
+            for line in handle:
+                before, _, after = line.partition(" - ")
+                fields = before.split()
+                if after.split(" ", 1)[0] == "cgroup2" and len(fields) >= 5:
+                    return fields[4].replace("\\040", " ")
+    except OSError:
+        return None
+    return None
+
+
+def job_ancestor(cgroup: str) -> str | None:
+    """The cgroup that holds every job of the scheduler that placed ``cgroup``, or None.
+
+    ``/system.slice/slurmstepd.scope/job_42/step_0/user/task_0`` -> the slurmstepd scope;
+    any other ``.../job_<id>/...`` layout -> the parent of ``job_<id>``.
+    """
+    parts = [part for part in cgroup.split("/") if part]
+    for index, part in enumerate(parts):
+        if part == "slurmstepd.scope":
+            return "/" + "/".join(parts[: index + 1])
+    for index, part in enumerate(parts):
+        if _JOB.match(part) and index > 0:
+            return "/" + "/".join(parts[:index])
+    return None
+
+
+def job_cgroup(path: str, mount: str) -> JobCgroup | str:
+    """The rule's cgroup for ``path`` under the v2 mount ``mount``, or why there is none."""
+    clean = "/" + "/".join(part for part in path.split("/") if part)
+    if clean == "/" or ".." in clean.split("/"):
+        return f"cgroup {path!r}: name a cgroup below the root, without '..'"
+    if '"' in clean or any(not ch.isprintable() for ch in clean):
+        return f"cgroup {path!r}: not a cgroup path"
+    absolute = os.path.normpath(mount + clean)
+    if os.path.commonpath([absolute, NFT_CGROUP_BASE]) != NFT_CGROUP_BASE:
+        return f"cgroup v2 is mounted at {mount}, outside {NFT_CGROUP_BASE} where nft looks"
+    return JobCgroup(clean, clean.count("/"), os.path.relpath(absolute, NFT_CGROUP_BASE))
+
+
+def infer(cgroups: Iterable[str | None]) -> tuple[str, ...]:
+    """The job ancestors of the owning processes' cgroups, most common first."""
+    counts: dict[str, int] = {}
+    for cgroup in cgroups:
+        ancestor = job_ancestor(cgroup) if cgroup else None
+        if ancestor:
+            counts[ancestor] = counts.get(ancestor, 0) + 1
+    return tuple(sorted(counts, key=lambda path: (-counts[path], path)))
