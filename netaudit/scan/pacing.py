@@ -22,7 +22,6 @@ from __future__ import annotations
 import heapq
 import itertools
 from collections import deque
-from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 from netaudit.scan.probe_types import ProbeSpec, ScanLimits
@@ -58,9 +57,18 @@ class TokenBucket:
             return True
         return False
 
-    def give_back(self) -> None:
-        """Return a token taken for a send that did not happen (ENOBUFS)."""
-        self._tokens = min(self._capacity, self._tokens + 1.0)
+    def take_up_to(self, now: float, wanted: int) -> int:
+        """Take as many whole tokens as are there, at most ``wanted``: what ``wanted`` calls
+        of ``take`` would have taken, counted once."""
+        self._refill(now)
+        taken = min(wanted, int(self._tokens))
+        self._tokens -= taken
+        return taken
+
+    def give_back(self, count: int = 1) -> None:
+        """Return tokens taken for sends that did not happen (ENOBUFS, or nothing to send)."""
+        if count:
+            self._tokens = min(self._capacity, self._tokens + count)
 
     def wait_s(self, now: float) -> float:
         """Seconds until a batch of tokens is available: ``WAKE_S`` worth (at least one, at
@@ -97,23 +105,33 @@ class Host:
         self.scheduled_at: float | None = None  # deadline of this host's live heap entry
 
 
-@dataclass(eq=False, slots=True)
 class Probe:
     """A probe's progress. Engines subclass it to carry their own per-attempt state.
+
+    A plain slotted class rather than a dataclass: a scan makes one per probe (16,384 for
+    1,024 hosts x 16 ports), and a dataclass subclass with keyword-only fields made its
+    construction four times slower.
 
     Attributes:
         index: position among the distinct specs, for a stable order of late outcomes.
         sent_at: monotonic send time of each attempt (attempt n is sent_at[n]).
         syns_sent: attempts that really left (a failed retry is an attempt not sent).
+        is_taken: counted in its host's window (handed out by next_to_send/next_batch).
     """
 
-    spec: ProbeSpec
-    host: Host
-    index: int
-    sent_at: list[float] = field(default_factory=list)
-    syns_sent: int = 0
-    is_taken: bool = False  # counted in its host's window (handed out by next_to_send)
-    is_done: bool = False
+    __slots__ = ("host", "index", "is_done", "is_taken", "sent_at", "spec", "syns_sent")
+
+    def __init__(self, spec: ProbeSpec, host: Host, index: int) -> None:
+        self.spec = spec
+        self.host = host
+        self.index = index
+        self.sent_at: list[float] = []
+        self.syns_sent = 0
+        self.is_taken = False
+        self.is_done = False
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.spec!r}, attempts={len(self.sent_at)}, is_done={self.is_done})"
 
 
 P = TypeVar("P", bound=Probe)
@@ -176,6 +194,38 @@ class Scheduler(Generic[P]):
         host.is_ready = False
         self._make_ready(host)
         return probe
+
+    def next_batch(self, now: float, limit: int) -> list[P]:
+        """Up to ``limit`` probes to (re)send now, in the order ``next_to_send`` would hand
+        them out one by one, their tokens taken in one go."""
+        resend = self._resend
+        while resend and resend[0].is_done:
+            resend.popleft()
+        tokens = self._bucket.take_up_to(now, limit)
+        batch: list[P] = []
+        left = tokens
+        while resend and left:
+            probe = resend.popleft()
+            if not probe.is_done:
+                batch.append(probe)
+                left -= 1
+        ready = self._ready
+        per_host = self.limits.in_flight_per_host
+        total = self._in_flight_total
+        while left and ready and (total is None or self.in_flight < total):
+            host = ready.popleft()
+            new: P = host.pending.popleft()  # type: ignore[assignment]  # hosts hold our P only
+            new.is_taken = True
+            host.in_flight += 1
+            self.in_flight += 1
+            host.is_ready = False
+            if host.pending and host.in_flight < per_host:  # _make_ready, inlined
+                host.is_ready = True
+                ready.append(host)
+            batch.append(new)
+            left -= 1
+        self._bucket.give_back(left)
+        return batch
 
     def sent(self, probe: P, now: float, *, has_left: bool = True) -> None:
         """Record an attempt (``has_left`` False: a retry the kernel refused; it still waits

@@ -49,6 +49,10 @@ _TCP_MIN = 20
 # checksum, source, destination.
 _IPV4 = struct.Struct("!BBHHHBBH4s4s")
 _IPV4_MIN = _IPV4.size  # 20
+# An IPv4 header without options (version 4, IHL 5: first byte 0x45) and the TCP header
+# after it, read in one unpack: what every answer to our SYNs looks like in practice.
+_IPV4_PLAIN = 0x45
+_IPV4_TCP = struct.Struct("!BBHHHBBH4s4sHHIIBB")
 _IPV4_MORE_FRAGMENTS = 0x2000
 _IPV4_OFFSET_MASK = 0x1FFF
 # RFC 8200 §3: version/class/flow, payload length, next header, hop limit, source, destination.
@@ -142,6 +146,15 @@ class SynTemplate:
         folded = (self._base + sport + dport + (seq >> 16) + (seq & 0xFFFF)) % 0xFFFF
         return self._pack(sport, dport, seq, 0xFFFF - folded if folded else 0)
 
+    def write(self, buffer: bytearray | memoryview, offset: int, sport: int, dport: int, seq: int) -> None:
+        """The SYN that ``build`` returns, written in place at ``buffer[offset:offset + 24]``
+        (a send batch's slot): no bytes object per packet."""
+        folded = (self._base + sport + dport + (seq >> 16) + (seq & 0xFFFF)) % 0xFFFF
+        _SYN.pack_into(
+            buffer, offset, sport, dport, seq, 0, _SYN_DATA_OFFSET, TCP_SYN, self._window,
+            0xFFFF - folded if folded else 0, 0, TCP_OPTION_MSS, 4, self._mss,
+        )  # fmt: skip
+
 
 def build_syn(
     src: bytes,
@@ -201,6 +214,12 @@ def _ipv4_payload(datagram: bytes, protocol: int) -> tuple[bytes, bytes, int] | 
 def parse_ipv4_tcp(datagram: bytes) -> TcpSegment | None:
     """A TCP segment inside an IPv4 datagram, as an AF_INET raw socket delivers it (with the
     IP header, raw(7))."""
+    if len(datagram) >= _IPV4_MIN + _TCP_MIN and datagram[0] == _IPV4_PLAIN:
+        # The same checks as below, for the usual header of 20 bytes, without a slice.
+        fields = _IPV4_TCP.unpack_from(datagram)
+        if fields[6] != IPPROTO_TCP or fields[4] & _IPV4_OFFSET_MASK or (fields[14] >> 4) * 4 < _TCP_MIN:
+            return None
+        return TcpSegment(fields[8], fields[9], fields[10], fields[11], fields[12], fields[13], fields[15])
     found = _ipv4_payload(datagram, IPPROTO_TCP)
     if found is None:
         return None

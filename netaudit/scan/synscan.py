@@ -12,6 +12,8 @@ How it works:
 - A reserved source port per source address: an ordinary TCP socket bound to (source, port)
   and never listening. The kernel then hands that port to no connection and answers every
   SYN-ACK to it with RST.
+- Sends are batched: each round's SYNs are written in place into a send batch per source
+  (netaudit.scan.sendbatch) and leave in one sendmmsg(2) call, each with its own errno.
 - The ISN of every attempt is a keyed hash (BLAKE2b, random per-scan key) of source,
   target, ports and attempt number. An answer must acknowledge exactly ISN+1 (SYN-ACK, RST)
   or quote the ISN (ICMP), so a forged or stray packet matches nothing, and we know which
@@ -37,15 +39,15 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
-from typing import Protocol
 
 from netaudit.models import PortState
 from netaudit.scan.egress import Source, canonical, distinct, reserve_port, screen, with_aliases
-from netaudit.scan.pacing import Probe, Scheduler
+from netaudit.scan.pacing import Host, Probe, Scheduler
 from netaudit.scan.packets import (
     ICMP_DEST_UNREACH,
     ICMPV6_DEST_UNREACH,
     IPPROTO_ICMPV6,
+    SYN_LENGTH,
     TCP_ACK,
     TCP_RST,
     TCP_SYN,
@@ -59,6 +61,7 @@ from netaudit.scan.packets import (
     parse_tcp,
 )
 from netaudit.scan.probe_types import ProbeOutcome, ProbeSpec, ScanLimits
+from netaudit.scan.sendbatch import Batch, Destination, Sendto, destination, open_batch
 
 # <asm-generic/socket.h>; Python's socket module lacks some of them.
 SO_ATTACH_FILTER = getattr(socket, "SO_ATTACH_FILTER", 26)
@@ -94,12 +97,15 @@ _READ_ICMP6 = 8 + 40 + 8  # ICMPv6 header, quoted IPv6 header, quoted 8 bytes (R
 # any deadline is checked.
 _DRAIN_BATCH = 2048
 # Probes sent per loop round before answers are read again: small, because an answer that
-# waits for our loop inflates the RTT that the adaptive timeout is made of (64 sends take
-# about 1 ms, research/perf-baselines.md §B: 12 us per raw send on a veth).
+# waits for our loop inflates the RTT that the adaptive timeout is made of (64 sends took
+# about 1 ms one sendto at a time, research/perf-baselines.md §B: 12 us per raw send on a
+# veth; about 0.2 ms as one sendmmsg). Also the size of each source's send batch.
 _SEND_BATCH = 64
 # How often the loop looks at stop_event while it would otherwise sleep.
 STOP_POLL_S = 0.05
 _COOKIE_KEY_BYTES = 16  # BLAKE2b keys go up to 64 bytes; 128 bits is plenty against forgery
+_SPORT = struct.Struct("!H")
+_DPORT_ATTEMPT = struct.Struct("!HB")
 
 _NO_ROUTE_ERRNOS = frozenset(
     {errno.ENETUNREACH, errno.EHOSTUNREACH, errno.ENETDOWN, errno.EHOSTDOWN, errno.EADDRNOTAVAIL}
@@ -116,32 +122,57 @@ def raw_available() -> bool:
     return True
 
 
-class _Sender(Protocol):
-    def sendto(self, data: bytes, address: tuple[str, int], /) -> int: ...
-
-
-@dataclass(slots=True)
-class _Origin:
-    """Everything about one source address that a probe needs to send."""
-
-    sender: _Sender
-    source: bytes
-    port: int
-
-
 @dataclass(eq=False, slots=True)
-class _SynProbe(Probe):
-    """Attributes:
-    origin: where it is sent from; target: the packed target address.
-    isns: the ISN of each attempt (isns[n] was sent at sent_at[n]).
+class _Origin:
+    """Everything about one source address that a probe needs to send.
+
+    ``batch`` is made from ``sender``: sendmmsg when it is a socket and libc has it, else
+    one ``sendto`` per packet (what a test's recording sender gets).
     """
 
-    origin: _Origin = field(kw_only=True)
-    target: bytes = field(kw_only=True)
-    template: SynTemplate = field(kw_only=True)
-    isns: list[int] = field(default_factory=list)
-    # (our address, target, target port, our port): how an answer finds its probe.
-    key: tuple[bytes, bytes, int, int] = (b"", b"", 0, 0)
+    sender: Sendto
+    source: bytes
+    port: int
+    batch: Batch = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.batch = open_batch(self.sender, _SEND_BATCH, SYN_LENGTH)
+
+
+class _Path:
+    """One source to one target: what every probe between them shares, made once.
+
+    Attributes:
+        keyed: the cookie's hash state with this pair's part of every ISN already absorbed.
+    """
+
+    __slots__ = ("destination", "host", "keyed", "origin", "target", "template")
+
+    def __init__(self, origin: _Origin, target: str, host: Host, cookie: Cookie) -> None:
+        self.origin = origin
+        self.host = host
+        self.target = pack_address(target)
+        self.template = SynTemplate(origin.source, self.target)
+        self.destination: Destination = destination(target)
+        self.keyed = cookie.keyed(origin.source, self.target, origin.port)
+
+
+class _SynProbe(Probe):
+    """Attributes:
+    path: where it is sent from and to.
+    isns: the ISN of each attempt (isns[n] was sent at sent_at[n]).
+    key: (our address, target, target port, our port): how an answer finds its probe.
+    """
+
+    __slots__ = ("isns", "key", "path")
+
+    def __init__(
+        self, spec: ProbeSpec, host: Host, index: int, path: _Path, key: tuple[bytes, bytes, int, int]
+    ) -> None:
+        super().__init__(spec, host, index)
+        self.path = path
+        self.key = key
+        self.isns: list[int] = []
 
 
 class Cookie:
@@ -152,10 +183,20 @@ class Cookie:
     def __init__(self, key: bytes | None = None) -> None:
         self._key = key if key is not None else os.urandom(_COOKIE_KEY_BYTES)
 
+    def keyed(self, src: bytes, dst: bytes, sport: int) -> hashlib.blake2b:
+        """The hash state after the part of the message that one source and target share:
+        ``isn_from`` finishes a copy of it (one block of key, one of message, as before)."""
+        return hashlib.blake2b(src + dst + _SPORT.pack(sport), digest_size=4, key=self._key)
+
     def isn(self, src: bytes, dst: bytes, sport: int, dport: int, attempt: int) -> int:
-        message = src + dst + struct.pack("!HHB", sport, dport, attempt & 0xFF)
-        digest = hashlib.blake2b(message, digest_size=4, key=self._key).digest()
-        return int.from_bytes(digest, "big")
+        return isn_from(self.keyed(src, dst, sport), dport, attempt)
+
+
+def isn_from(keyed: hashlib.blake2b, dport: int, attempt: int) -> int:
+    """The ISN of ``attempt`` to ``dport``: BLAKE2b(key, src | dst | sport | dport | attempt)."""
+    state = keyed.copy()
+    state.update(_DPORT_ATTEMPT.pack(dport, attempt & 0xFF))
+    return int.from_bytes(state.digest(), "big")
 
 
 def _send_error_reason(source: str, error: OSError) -> str:
@@ -186,20 +227,19 @@ class SynEngine:
         self.scheduler: Scheduler[_SynProbe] = Scheduler(limits, clock())
         self.table: dict[tuple[bytes, bytes, int, int], _SynProbe] = {}
         self.probes: list[_SynProbe] = []
-        self._templates: dict[tuple[bytes, bytes], SynTemplate] = {}
+        self._paths: dict[tuple[bytes, str], _Path] = {}
 
     def add(self, spec: ProbeSpec, origin: _Origin, target: str) -> None:
         """Queue one probe; ``target`` is the canonical text of spec.address."""
-        host = self.scheduler.host(target)
-        packed = pack_address(target)
-        template = self._templates.get((origin.source, packed))
-        if template is None:
-            template = self._templates[origin.source, packed] = SynTemplate(origin.source, packed)
-        probe = _SynProbe(spec, host, len(self.probes), origin=origin, target=packed, template=template)
-        probe.key = (origin.source, packed, spec.port, origin.port)
-        if probe.key in self.table:
+        path = self._paths.get((origin.source, target))
+        if path is None:
+            path = _Path(origin, target, self.scheduler.host(target), self.cookie)
+            self._paths[origin.source, target] = path
+        key = (origin.source, path.target, spec.port, origin.port)
+        if key in self.table:
             return  # the same probe twice: syn_scan reports it under every spelling
-        self.table[probe.key] = probe
+        probe = _SynProbe(spec, path.host, len(self.probes), path, key)
+        self.table[key] = probe
         self.probes.append(probe)
         self.scheduler.add(probe)
 
@@ -271,33 +311,42 @@ class SynEngine:
         return outcomes
 
     def send_batch(self, now: float, limit: int = _SEND_BATCH) -> list[ProbeOutcome]:
-        """Send what the token bucket and the windows allow; outcomes of sends that failed."""
-        outcomes: list[ProbeOutcome] = []
+        """Send what the token bucket and the windows allow, up to ``limit`` (at most one
+        batch); outcomes of sends that failed."""
         scheduler = self.scheduler
-        for _ in range(limit):
-            probe = scheduler.next_to_send(now)
-            if probe is None:
-                break
-            origin, port = probe.origin, probe.spec.port
-            attempt = len(probe.sent_at)
-            isn = self.cookie.isn(origin.source, probe.target, origin.port, port, attempt)
-            packet = probe.template.build(origin.port, port, isn)
-            try:
-                origin.sender.sendto(packet, (probe.spec.address, 0))
-            except OSError as error:
-                if error.errno in _TRANSIENT_ERRNOS:
-                    scheduler.unsent(probe)  # the send queue is full: try again next round
-                    break
-                if attempt == 0:
+        probes = scheduler.next_batch(now, min(limit, _SEND_BATCH))
+        if not probes:
+            return []
+        queued: dict[_Origin, list[tuple[_SynProbe, int]]] = {}
+        for probe in probes:
+            path = probe.path
+            origin = path.origin
+            port = probe.spec.port
+            isn = isn_from(path.keyed, port, len(probe.sent_at))
+            batch = origin.batch
+            path.template.write(batch.buffer, batch.claim(path.destination), origin.port, port, isn)
+            waiting = queued.get(origin)
+            if waiting is None:
+                waiting = queued[origin] = []
+            waiting.append((probe, isn))
+        outcomes: list[ProbeOutcome] = []
+        unsent: list[_SynProbe] = []
+        for origin, waiting in queued.items():
+            for (probe, isn), error in zip(waiting, origin.batch.flush(), strict=True):
+                if error is None:
+                    probe.isns.append(isn)
+                    scheduler.sent(probe, now)
+                elif error.errno in _TRANSIENT_ERRNOS:
+                    unsent.append(probe)  # the send queue is full: first in line next round
+                elif not probe.sent_at:
                     reason = _send_error_reason(probe.spec.source, error)
                     outcomes.append(self._finish(probe, PortState.NOT_TESTED, reason))
-                    continue
-                # A retry that could not leave: the first attempt may still be answered.
-                probe.isns.append(isn)
-                scheduler.sent(probe, now, has_left=False)
-                continue
-            probe.isns.append(isn)
-            scheduler.sent(probe, now)
+                else:
+                    # A retry that could not leave: the first attempt may still be answered.
+                    probe.isns.append(isn)
+                    scheduler.sent(probe, now, has_left=False)
+        for probe in reversed(unsent):  # unsent() puts each first: keep their order
+            scheduler.unsent(probe)
         return outcomes
 
     def interrupt(self) -> list[ProbeOutcome]:
@@ -550,8 +599,12 @@ def _syn_scan(
         families = {family for family, found in ports.items() if found}
         receivers = _open_receivers(families, ports, stack)
         engine = SynEngine(limits)
+        spelled: dict[str, str] = {}  # a target has one spec per port: canonicalise it once
         for spec in routable:
             origin = origins.get(spec.source)
             if origin is not None:
-                engine.add(spec, origin, canonical(spec.address))
+                target = spelled.get(spec.address)
+                if target is None:
+                    target = spelled[spec.address] = canonical(spec.address)
+                engine.add(spec, origin, target)
         yield from _run(engine, receivers, stop_event)

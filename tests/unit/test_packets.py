@@ -206,3 +206,53 @@ def test_syn_template_checksum_on_many_random_probes() -> None:
             raw = template.build(sport, dport, seq)
             assert internet_checksum(packets.pseudo_header(s, d, len(raw)) + raw) == 0
             assert raw == build_syn(s, d, sport, dport, seq)
+
+
+def test_syn_template_write_in_place_is_build() -> None:
+    # A send batch's slots are written in place; the bytes must be what build() returns,
+    # and nothing outside the slot may change.
+    rng = random.Random(11)
+    for src, dst in (V4, V6):
+        template = SynTemplate(pack_address(src), pack_address(dst))
+        buffer = bytearray(b"\xaa" * (3 * packets.SYN_LENGTH))
+        for _ in range(200):
+            sport, dport, seq = rng.randrange(65536), rng.randrange(65536), rng.randrange(1 << 32)
+            template.write(memoryview(buffer), packets.SYN_LENGTH, sport, dport, seq)
+            assert buffer[packets.SYN_LENGTH : 2 * packets.SYN_LENGTH] == template.build(sport, dport, seq)
+            assert buffer[: packets.SYN_LENGTH] == buffer[2 * packets.SYN_LENGTH :] == b"\xaa" * 24
+
+
+def _parse_ipv4_tcp_general(datagram: bytes) -> packets.TcpSegment | None:
+    """What parse_ipv4_tcp returns through its general path (any header length)."""
+    found = packets._ipv4_payload(datagram, packets.IPPROTO_TCP)
+    if found is None:
+        return None
+    src, dst, header = found
+    return parse_tcp(datagram[header:], src, dst)
+
+
+def test_parse_ipv4_tcp_fast_path_agrees_with_the_general_one() -> None:
+    # Given answers with a plain 20-byte IP header, the one-unpack path must accept and
+    # reject exactly what the general path does.
+    rng = random.Random(5)
+    cases = []
+    for _ in range(300):
+        tcp = TCP(
+            sport=rng.randrange(65536),
+            dport=rng.randrange(65536),
+            seq=rng.randrange(1 << 32),
+            ack=rng.randrange(1 << 32),
+            flags=rng.randrange(256),
+            dataofs=rng.choice([None, None, 3, 4, 5, 15]),
+        )
+        layer = IP(src=V4[1], dst=V4[0], frag=rng.choice([0, 0, 0, 1, 100]), flags=rng.choice([0, 1, 2]))
+        cases.append(bytes(layer / tcp))
+    cases.append(bytes(IP(src=V4[1], dst=V4[0]) / UDP(sport=1, dport=2) / (b"\0" * 24)))  # long, not TCP
+    cases.append(bytes(IP(src=V4[1], dst=V4[0], proto=6) / (b"\0" * 20)))  # data offset 0
+    assert all(raw[0] == 0x45 for raw in cases)
+    accepted = 0
+    for raw in cases:
+        segment = parse_ipv4_tcp(raw)
+        assert segment == _parse_ipv4_tcp_general(raw)
+        accepted += segment is not None
+    assert 0 < accepted < len(cases)  # both outcomes were exercised

@@ -4,6 +4,8 @@ sockets). The kernel side is covered by tests/integration/test_synscan.py."""
 from __future__ import annotations
 
 import errno
+import hashlib
+import random
 import struct
 
 import pytest
@@ -19,7 +21,7 @@ from netaudit.scan.packets import (
     pack_address,
 )
 from netaudit.scan.probe_types import ProbeSpec, ScanLimits
-from netaudit.scan.synscan import Cookie, SynEngine, _Origin, dport_filter
+from netaudit.scan.synscan import Cookie, SynEngine, _Origin, dport_filter, isn_from
 
 SRC = "198.18.0.1"
 TARGET = "198.18.0.2"
@@ -35,17 +37,27 @@ class Clock:
 
 
 class Recorder:
-    """Stands in for a raw socket: records (packet, address), or raises a chosen errno."""
+    """Stands in for a raw socket: records (packet, address), or raises a chosen errno
+    (for every packet, after ``room`` packets, or for one target address)."""
 
     def __init__(self) -> None:
         self.sent: list[tuple[bytes, tuple[str, int]]] = []
         self.fail_with: int | None = None
+        self.room: int | None = None
+        self.unreachable: dict[str, int] = {}
 
     def sendto(self, data: bytes, address: tuple[str, int], /) -> int:
         if self.fail_with is not None:
             raise OSError(self.fail_with, "fake")
+        if self.room is not None and len(self.sent) >= self.room:
+            raise OSError(errno.ENOBUFS, "fake")
+        if address[0] in self.unreachable:
+            raise OSError(self.unreachable[address[0]], "fake")
         self.sent.append((data, address))
         return len(data)
+
+    def ports(self) -> list[int]:
+        return [struct.unpack_from("!H", packet, 2)[0] for packet, _ in self.sent]
 
     def isns(self) -> list[int]:
         return [struct.unpack_from("!I", packet, 4)[0] for packet, _ in self.sent]
@@ -77,6 +89,21 @@ def test_cookie_is_keyed_and_per_attempt() -> None:
     assert one.isn(s, d, 1, 2, 0) != one.isn(s, d, 1, 2, 1)
     assert one.isn(s, d, 1, 2, 0) != one.isn(s, d, 1, 3, 0)
     assert one.isn(s, d, 1, 2, 0) != other.isn(s, d, 1, 2, 0)
+
+
+def test_isn_is_the_keyed_hash_of_the_whole_probe() -> None:
+    # The engine finishes a copy of a per-path hash state; the ISN must still be exactly
+    # BLAKE2b(key, src | dst | sport | dport | attempt), as if hashed in one go.
+    key = b"k" * 16
+    cookie = Cookie(key)
+    s, d = pack_address(SRC), pack_address(TARGET)
+    keyed = cookie.keyed(s, d, OUR_PORT)
+    for dport, attempt in [(1, 0), (80, 1), (65535, 255), (29500, 256)]:
+        message = s + d + struct.pack("!HHB", OUR_PORT, dport, attempt & 0xFF)
+        whole = hashlib.blake2b(message, digest_size=4, key=key).digest()
+        assert isn_from(keyed, dport, attempt) == int.from_bytes(whole, "big")
+        assert cookie.isn(s, d, OUR_PORT, dport, attempt) == int.from_bytes(whole, "big")
+    assert isn_from(keyed, 80, 0) == isn_from(keyed, 80, 0)  # the shared state is not consumed
 
 
 def test_syn_ack_rst_and_matching() -> None:
@@ -243,6 +270,50 @@ def test_full_send_queue_is_retried_not_lost() -> None:
     assert len(recorder.sent) == 1
 
 
+def test_full_send_queue_mid_batch_sends_the_rest_next_round_in_order() -> None:
+    # Given a send queue with room for 3 SYNs of a batch of 8: those 3 leave, the other 5
+    # are neither lost nor reported, and go first, in their order, once there is room.
+    engine, recorder, clock = make_engine(list(range(1, 9)), rate_per_s=1e6)
+    recorder.room = 3
+    assert engine.send_batch(clock()) == []
+    assert recorder.ports() == [1, 2, 3]
+    assert engine.scheduler.in_flight == 8  # the 5 unsent still hold their window slots
+    recorder.room = None
+    assert engine.send_batch(clock()) == []
+    assert recorder.ports() == list(range(1, 9))
+    assert sorted(p.syns_sent for p in engine.probes) == [1] * 8
+    # Each was sent once, so each answer to its one ISN is matched.
+    for port, isn in zip(recorder.ports(), recorder.isns(), strict=True):
+        assert engine.on_tcp(answer(port, isn, TCP_RST | TCP_ACK), clock()) is not None
+    assert engine.is_finished
+
+
+def test_one_failed_send_in_a_batch_spares_the_others() -> None:
+    targets = ("198.18.0.2", "198.18.0.3", "198.18.0.4")
+    engine, recorder, clock = make_engine([80], targets, rate_per_s=1e6)
+    recorder.unreachable["198.18.0.3"] = errno.EHOSTUNREACH
+    outcomes = engine.send_batch(clock())
+    assert [(o.spec.address, o.state, o.syns_sent) for o in outcomes] == [
+        ("198.18.0.3", PortState.NOT_TESTED, 0)
+    ]
+    assert [address for _, address in recorder.sent] == [("198.18.0.2", 0), ("198.18.0.4", 0)]
+
+
+def test_a_retry_that_cannot_leave_still_waits_for_the_first_attempt() -> None:
+    engine, recorder, clock = make_engine([80], timeout_s=0.5, retries=1)
+    engine.send_batch(clock())
+    first = recorder.isns()[0]
+    clock.now += 0.5
+    assert engine.expire(clock()) == []  # queued for a resend
+    recorder.unreachable[TARGET] = errno.ENETUNREACH
+    assert engine.send_batch(clock()) == []  # not final: the first SYN may be answered
+    clock.now += 0.1
+    outcome = engine.on_tcp(answer(80, first, TCP_SYN | TCP_ACK), clock())
+    assert outcome is not None
+    assert (outcome.state, outcome.syns_sent) == (PortState.OPEN, 1)
+    assert outcome.rtt_s == pytest.approx(0.6)
+
+
 def test_interrupt_reports_everything_unfinished_once() -> None:
     engine, recorder, clock = make_engine([1, 2, 3, 4], rate_per_s=100)  # burst of 1
     engine.send_batch(clock())
@@ -309,6 +380,42 @@ def test_scheduler_global_cap() -> None:
     assert len(taken) == 3
     scheduler.finish(taken[0])
     assert scheduler.next_to_send(0.0) is not None
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_next_batch_hands_out_what_next_to_send_would(seed: int) -> None:
+    # The engine takes a round's probes in one call; the order, the windows, the global cap
+    # and the tokens must be those of taking them one at a time.
+    rng = random.Random(seed)
+    limits = ScanLimits(
+        rate_per_s=rng.choice([500.0, 5000.0, 1e6]), in_flight_per_host=rng.choice([1, 2, 64])
+    )
+    total = rng.choice([None, 3, 50])
+    one: Scheduler[Probe] = Scheduler(limits, 0.0, in_flight_total=total)
+    many: Scheduler[Probe] = Scheduler(limits, 0.0, in_flight_total=total)
+    count = rng.randrange(1, 60)
+    for scheduler in (one, many):
+        for index in range(count):
+            address = f"198.18.0.{index % 7 + 1}"
+            scheduler.add(Probe(ProbeSpec(SRC, address, index + 1), scheduler.host(address), index))
+    now = 0.0
+    for _round in range(40):
+        now += rng.choice([0.0, 0.0005, 0.003])
+        limit = rng.choice([1, 5, 64])
+        singles = []
+        while len(singles) < limit and (probe := one.next_to_send(now)) is not None:
+            singles.append(probe)
+        batch = many.next_batch(now, limit)
+        assert [p.spec for p in batch] == [p.spec for p in singles]
+        assert (many.in_flight, many.wait_s(now)) == (one.in_flight, one.wait_s(now))
+        # Finish some, and send some again (resends go first), the same way in both.
+        for a, b in zip(singles, batch, strict=True):
+            if rng.random() < 0.5:
+                one.finish(a)
+                many.finish(b)
+            elif rng.random() < 0.3:
+                one.retry(a)
+                many.retry(b)
 
 
 def test_limits_timeout_rule() -> None:
