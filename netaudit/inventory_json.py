@@ -1,21 +1,28 @@
-"""The inventory contract (schema_version 1) in JSON, both ways.
+"""The inventory contract in JSON, both ways: schema_version 2 is written, 1 and 2 are read.
 
 ``to_json`` is what `netaudit probe --format json` prints and what fan-out gathers from every
 node. ``from_json`` reads it back for `netaudit scan --inventory`: those files come from other
 machines and are untrusted input, so every field is type- and range-checked, unknown keys are
-refused, and an error names the file and the field. docs/inventory.schema.json is the same
-contract as a JSON Schema.
+refused, and an error names the file and the field. docs/inventory.schema.json (2) and
+docs/inventory.schema.v1.json (1) are the same contracts as JSON Schemas.
+
+Schema 2 holds each process's facts once, in ``processes`` keyed by pid, and a listener names
+its process by ``pid``. Schema 1 repeated the facts on every listener of the process: 200
+processes with 10,000 listeners wrote, and a reader validated, 10,000 copies. Both read into
+the same model: the listeners of one pid share one ProcessInfo.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import json
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
+from sys import intern
 from typing import Any
 
 from netaudit import hostnames
 from netaudit.models import (
-    INVENTORY_SCHEMA_VERSION,
     BindScope,
     Classification,
     Confidence,
@@ -34,6 +41,10 @@ from netaudit.models import (
 from netaudit.typedread import InputError, Table
 
 KIND = "netaudit.inventory"
+# The document's version, not the model's: Inventory.schema_version keeps what models.py
+# sets, since the in-memory model did not change with the JSON layout.
+SCHEMA_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 _MAX_LISTENERS = 200_000  # a node with more is not a node we were built for; refuse, not hang
 _U32 = 2**32 - 1
 _U64 = 2**64 - 1
@@ -56,7 +67,6 @@ def _job(job: JobIdentity) -> dict[str, Any]:
 
 def _process(info: ProcessInfo) -> dict[str, Any]:
     return {
-        "pid": info.pid,
         "ppid": info.ppid,
         "name": info.name,
         "uid": info.uid,
@@ -67,20 +77,37 @@ def _process(info: ProcessInfo) -> dict[str, Any]:
         "threads": dict(info.threads),
         "libraries": list(info.libraries),
         "cgroup": info.cgroup,
+        "job": _job(info.job),
         "is_complete": info.is_complete,
     }
 
 
-def _listener(listener: Listener, shared: dict[int, tuple[Any, Any]]) -> dict[str, Any]:
-    process = listener.process
-    job_json, process_json = None, None
-    if process is not None:
-        # One document per process, shared by all its listeners (200 processes x 50 listeners
-        # built 10,000 copies): the JSON is the same, the work is not.
-        cached = shared.get(id(process))
-        if cached is None:
-            cached = shared[id(process)] = (_job(process.job), _process(process))
-        job_json, process_json = cached
+def _processes(listeners: Sequence[Listener]) -> dict[str, Any]:
+    """``processes``: the facts of every listener's pid, once; null for a pid whose facts are
+    unknown (it exited while the probe read it).
+
+    Raises:
+        ValueError: listeners that break the model's contract (``process`` is the facts of
+            ``pid``): facts without a pid, facts of another pid, two different facts for one
+            pid. Schema 2 has one place for a pid's facts; silently keeping one would lose
+            the other.
+    """
+    facts: dict[int, ProcessInfo | None] = {}
+    for listener in listeners:
+        pid, process = listener.pid, listener.process
+        if pid is None:
+            if process is not None:
+                raise ValueError(f"{listener.endpoint}: process facts (pid {process.pid}) without a pid")
+            continue
+        if process is not None and process.pid != pid:
+            raise ValueError(f"{listener.endpoint}: pid {pid} carries the facts of pid {process.pid}")
+        known = facts.setdefault(pid, process)
+        if known is not process and known != process:
+            raise ValueError(f"{listener.endpoint}: pid {pid} has different facts on another listener")
+    return {str(pid): None if info is None else _process(info) for pid, info in sorted(facts.items())}
+
+
+def _listener(listener: Listener) -> dict[str, Any]:
     found = listener.classification
     hint = listener.exposure
     return {
@@ -95,11 +122,6 @@ def _listener(listener: Listener, shared: dict[int, tuple[Any, Any]]) -> dict[st
         "uid": listener.uid,
         "pid": listener.pid,
         "pids": list(listener.pids),
-        "process_name": process.name if process else None,
-        "user": process.user if process else None,
-        "cmdline": list(process.cmdline) if process else None,
-        "job": job_json,
-        "process": process_json,
         "service": found.service if found else None,
         "variant": found.variant if found else None,
         "confidence": found.confidence.value if found else None,
@@ -122,9 +144,10 @@ def _listener(listener: Listener, shared: dict[int, tuple[Any, Any]]) -> dict[st
 
 
 def to_json(inventory: Inventory) -> dict[str, Any]:
-    shared: dict[int, tuple[Any, Any]] = {}
+    """The schema 2 document. Raises ValueError for listeners whose ``process`` is not the
+    facts of their ``pid`` (see ``_processes``): the probe never builds them."""
     return {
-        "schema_version": inventory.schema_version,
+        "schema_version": SCHEMA_VERSION,
         "kind": KIND,
         "host": inventory.host,
         "collected_at": timestamp(inventory.collected_at),
@@ -158,22 +181,31 @@ def to_json(inventory: Inventory) -> dict[str, Any]:
             }
             for ns in inventory.namespaces
         ],
-        "listeners": [_listener(listener, shared) for listener in inventory.listeners],
+        "processes": _processes(inventory.listeners),
+        "listeners": [_listener(listener) for listener in inventory.listeners],
     }
 
 
 # Reading -------------------------------------------------------------------------------------
 
 
-def _ip(table: Table, key: str, family: Family | None = None) -> str:
+def _ip(
+    table: Table, key: str, family: Family | None = None, known: dict[str, tuple[str, int]] | None = None
+) -> str:
+    """The address under ``key``, normalised; ``known`` remembers text -> (address, version)."""
     text = table.get(key, str, required=True)
-    try:
-        parsed = ipaddress.ip_address(text)
-    except ValueError:
-        table.fail(key, f"{text!r} is not an IP address")
-    if family is not None and parsed.version != (4 if family is Family.IPV4 else 6):
+    found = known.get(text) if known is not None else None
+    if found is None:
+        try:
+            parsed = ipaddress.ip_address(text)
+        except ValueError:
+            table.fail(key, f"{text!r} is not an IP address")
+        found = (str(parsed), parsed.version)
+        if known is not None:
+            known[text] = found
+    if family is not None and found[1] != (4 if family is Family.IPV4 else 6):
         table.fail(key, f"{text!r} is not an {family.value} address")
-    return str(parsed)
+    return found[0]
 
 
 def _enum(table: Table, key: str, enum: Any, nullable: bool = False) -> Any:
@@ -204,7 +236,16 @@ def read_job(table: Table, key: str) -> JobIdentity | None:
     return JobIdentity(**values)
 
 
-def _read_process(table: Table, job: JobIdentity) -> ProcessInfo:
+def _interned(text: str | None) -> str | None:
+    return None if text is None else intern(text)
+
+
+def _read_process(table: Table, pid: int, job: JobIdentity) -> ProcessInfo:
+    """The facts both schemas share; the caller has read the pid and the job.
+
+    Their strings are interned: the same software runs on every node, and one copy of
+    "libtorch_cuda.so" or "SLURM_JOB_ID" instead of one per process took a quarter off what
+    4,096 nodes' inventories hold in memory."""
     environment = _str_map(table, "environment")
     threads = _str_map(table, "threads")
     if not all(isinstance(v, str) for v in environment.values()):
@@ -212,22 +253,112 @@ def _read_process(table: Table, job: JobIdentity) -> ProcessInfo:
     if not all(type(v) is int for v in threads.values()):
         table.fail("threads", "expected name: count pairs")
     info = ProcessInfo(
-        pid=table.integer("pid", 1, _U32, required=True) or 0,
+        pid=pid,
         ppid=table.integer("ppid", 0, _U32, nullable=True),
-        name=table.get("name", str, required=True),
+        name=intern(table.get("name", str, required=True)),
         uid=table.integer("uid", 0, _U32, nullable=True),
-        user=table.get("user", str, nullable=True),
-        cmdline=table.strings("cmdline", required=True, allow_empty=True) or (),
+        user=_interned(table.get("user", str, nullable=True)),
+        cmdline=tuple(map(intern, table.strings("cmdline", required=True, allow_empty=True) or ())),
         netns=table.integer("netns", 0, _U64, nullable=True),
-        environment=tuple(sorted(environment.items())),
-        threads=tuple(sorted(threads.items())),
-        libraries=table.strings("libraries", required=True, allow_empty=True) or (),
-        cgroup=table.get("cgroup", str, nullable=True),
+        environment=tuple(sorted((intern(name), intern(value)) for name, value in environment.items())),
+        threads=tuple(sorted((intern(name), count) for name, count in threads.items())),
+        libraries=tuple(map(intern, table.strings("libraries", required=True, allow_empty=True) or ())),
+        cgroup=_interned(table.get("cgroup", str, nullable=True)),
         job=job,
         is_complete=table.get("is_complete", bool, required=True),
     )
     table.finish()
     return info
+
+
+def _pid_key(table: Table, key: str) -> int:
+    """A key of ``processes``: a pid in decimal, as the writer spells it (no sign, no 0s)."""
+    if str.isascii(key) and key.isdigit() and not key.startswith("0") and len(key) <= 10 and int(key) <= _U32:
+        return int(key)
+    shown = ascii(key) if len(key) <= 24 else ascii(key[:21]) + "..."
+    table.fail(shown, f"a key of processes is a pid (an integer in 1..{_U32} in decimal)")
+
+
+def _read_processes(top: Table) -> dict[int, ProcessInfo | None]:
+    """Schema 2's ``processes``: each entry validated once, null for facts unknown."""
+    table = top.required_sub("processes")
+    if len(table.table) > _MAX_LISTENERS:
+        top.fail("processes", f"more than {_MAX_LISTENERS} processes")
+    processes: dict[int, ProcessInfo | None] = {}
+    for key in table.table:
+        pid = _pid_key(table, key)
+        if table.get(key, dict, required=True, nullable=True) is None:
+            processes[pid] = None
+            continue
+        entry = table.required_sub(key)
+        entry.get("job", dict, required=True)
+        processes[pid] = _read_process(entry, pid, read_job(entry, "job") or JobIdentity())
+    table.finish()
+    return processes
+
+
+# How a listener's process is found: (the listener's table, its pid) -> the facts.
+_Resolver = Callable[[Table, "int | None"], "ProcessInfo | None"]
+
+
+def _schema2_resolver(processes: dict[int, ProcessInfo | None]) -> _Resolver:
+    def resolve(table: Table, pid: int | None) -> ProcessInfo | None:
+        if pid is None:
+            return None
+        if pid not in processes:
+            table.fail("pid", f"{pid} has no entry in processes")
+        return processes[pid]
+
+    return resolve
+
+
+class _SchemaOneProcesses:
+    """Schema 1's copy of the facts on every listener: a copy the same as one already read is
+    not read again, and the listeners of one pid share one ProcessInfo, as schema 2's do. A
+    copy that disagrees is refused: one process has one set of facts, and schema 2 (which a
+    fan-out's central run writes for its peers) has room for only one."""
+
+    def __init__(self) -> None:
+        self.seen: dict[int, tuple[str | None, ProcessInfo | None]] = {}  # pid -> (copy, facts)
+
+    def __call__(self, table: Table, pid: int | None) -> ProcessInfo | None:
+        raw_process = table.get("process", dict, nullable=True)
+        raw_job = table.get("job", dict, nullable=True)
+        for key in ("process_name", "user"):
+            table.get(key, str, nullable=True)
+        table.get("cmdline", list, nullable=True)
+        if pid is None:
+            if raw_process is not None:
+                table.fail("process", "facts of a process on a listener without a pid")
+            read_job(table, "job")
+            return None
+        copy = _as_text(raw_process, raw_job)
+        known = self.seen.get(pid)
+        if known is not None and copy is not None and known[0] == copy:
+            return known[1]
+        job = read_job(table, "job") or JobIdentity()
+        info = None
+        if raw_process is not None:
+            facts = table.required_sub("process")
+            facts_pid = facts.integer("pid", 1, _U32, required=True)
+            if facts_pid != pid:
+                facts.fail("pid", f"{facts_pid} is not the listener's pid {pid}")
+            info = _read_process(facts, pid, job)
+        if known is not None:
+            if known[1] != info:
+                table.fail("process", f"differs from the facts of pid {pid} on an earlier listener")
+            return known[1]
+        self.seen[pid] = (copy, info)
+        return info
+
+
+def _as_text(*values: object) -> str | None:
+    """Raw JSON values as JSON text, to tell copies apart exactly (as data, 1 == true); None
+    for what cannot be written back (not JSON: the reader then says why)."""
+    try:
+        return json.dumps(values)
+    except (TypeError, ValueError, RecursionError):
+        return None
 
 
 def read_classification(table: Table) -> Classification | None:
@@ -258,38 +389,86 @@ def read_classification(table: Table) -> Classification | None:
     return classification
 
 
-def _read_listener(table: Table) -> Listener:
+_CLASSIFICATION_KEYS = ("service", "signature", "variant", "confidence", "evidence", "risk",
+                        "do_not_touch", "connect_safe", "handshake")  # fmt: skip
+_MISSING = object()  # a key left out, which reads unlike null for some keys
+
+
+def _fingerprint(values: Iterable[object]) -> tuple[object, ...] | None:
+    """A hashable stand-in for raw JSON values, equal to another only for equal values of the
+    same types (Python has 1 == true, JSON does not); None when one cannot be hashed."""
+    key = tuple((type(value), tuple(value) if type(value) is list else value) for value in values)
+    try:
+        hash(key)
+    except TypeError:  # a list holding lists or tables: never valid, read it to say why
+        return None
+    return key
+
+
+class _Memo:
+    """What one document's repeated values read as. A node's listeners repeat a handful of
+    classifications, exposure hints and addresses (10,000 listeners of 200 processes: one of
+    each); like a process's facts, an equal raw value is validated once and its listeners
+    share the object."""
+
+    def __init__(self) -> None:
+        self.addresses: dict[str, tuple[str, int]] = {}
+        self.classifications: dict[tuple[object, ...], Classification | None] = {}
+        self.hints: dict[tuple[object, ...], ExposureHint] = {}
+
+    def classification(self, table: Table) -> Classification | None:
+        key = _fingerprint(table.table.get(name, _MISSING) for name in _CLASSIFICATION_KEYS)
+        if key is not None and key in self.classifications:
+            table.accept(_CLASSIFICATION_KEYS)
+            return self.classifications[key]
+        found = read_classification(table)
+        if key is not None:
+            self.classifications[key] = found
+        return found
+
+    def hint(self, table: Table) -> ExposureHint | None:
+        raw = table.get("exposure", dict, nullable=True)
+        if raw is None:
+            return None
+        key = _fingerprint((*raw, *raw.values()))
+        found = self.hints.get(key) if key is not None else None
+        if found is None:
+            found = _read_hint(table.required_sub("exposure"))
+            if key is not None:
+                self.hints[key] = found
+        return found
+
+
+def _read_hint(table: Table) -> ExposureHint:
+    hint = ExposureHint(
+        scope=_enum(table, "scope", BindScope),
+        answers_on=tuple(_ips(table, "answers_on")),
+        outside_intended=tuple(_ips(table, "outside_intended")),
+        note=table.get("note", str, required=True),
+    )
+    table.get("potentially_exposed", bool)
+    table.finish()
+    return hint
+
+
+def _read_listener(table: Table, resolve: _Resolver, memo: _Memo) -> Listener:
     family = _enum(table, "family", Family)
-    job = read_job(table, "job") or JobIdentity()
-    process_table = table.get("process", dict, nullable=True)
-    process = _read_process(table.required_sub("process"), job) if process_table is not None else None
-    for key in ("process_name", "user"):
-        table.get(key, str, nullable=True)
-    table.get("cmdline", list, nullable=True)
-    classification = read_classification(table)
-    hint = None
-    hint_table = table.sub("exposure") if table.get("exposure", dict, nullable=True) else None
-    if hint_table is not None:
-        hint = ExposureHint(
-            scope=_enum(hint_table, "scope", BindScope),
-            answers_on=tuple(_ips(hint_table, "answers_on")),
-            outside_intended=tuple(_ips(hint_table, "outside_intended")),
-            note=hint_table.get("note", str, required=True),
-        )
-        hint_table.get("potentially_exposed", bool)
-        hint_table.finish()
+    pid = table.integer("pid", 1, _U32, nullable=True)
+    process = resolve(table, pid)
+    classification = memo.classification(table)
+    hint = memo.hint(table)
     pids = table.ints("pids", 1, _U32) or ()
     listener = Listener(
         netns=table.integer("netns", 0, _U64, required=True) or 0,
         family=family,
-        address=_ip(table, "address", family),
+        address=_ip(table, "address", family, memo.addresses),
         port=table.integer("port", 1, 65535, required=True) or 0,
         inode=table.integer("inode", 0, _U64, required=True) or 0,
         source=_enum(table, "source", ListenerSource),
         v6only=table.get("v6only", bool, nullable=True),
         backlog=table.integer("backlog", 0, _U32, nullable=True),
         uid=table.integer("uid", 0, _U32, nullable=True),
-        pid=table.integer("pid", 1, _U32, nullable=True),
+        pid=pid,
         pids=pids,
         process=process,
         classification=classification,
@@ -337,14 +516,32 @@ def _read_namespace(table: Table) -> NetNamespace:
     return namespace
 
 
-def from_json(data: object, source: str) -> Inventory:
-    """An Inventory from parsed JSON, or InventoryError naming ``source`` and the field."""
-    top = Table(source, "", data, InventoryError)
-    top.header(KIND, INVENTORY_SCHEMA_VERSION, "inventory")
-    collected_at = top.timestamp("collected_at")
+def _read_listeners(top: Table, version: int) -> tuple[Listener, ...]:
     listener_values = top.get("listeners", list, required=True)
     if len(listener_values) > _MAX_LISTENERS:
         top.fail("listeners", f"more than {_MAX_LISTENERS} listeners")
+    if version == 1:
+        return _read_listeners_with(top, _SchemaOneProcesses())
+    processes = _read_processes(top)
+    listeners = _read_listeners_with(top, _schema2_resolver(processes))
+    unused = processes.keys() - {listener.pid for listener in listeners}
+    if unused:
+        top.fail("processes", f"pid {min(unused)} is no listener's pid")
+    return listeners
+
+
+def _read_listeners_with(top: Table, resolve: _Resolver) -> tuple[Listener, ...]:
+    memo = _Memo()
+    return tuple(_read_listener(t, resolve, memo) for t in top.tables("listeners", required=True))
+
+
+def from_json(data: object, source: str) -> Inventory:
+    """An Inventory from parsed JSON of schema 1 or 2, or InventoryError naming ``source`` and
+    the field."""
+    top = Table(source, "", data, InventoryError)
+    version = top.versioned_header(KIND, READABLE_VERSIONS, "inventory")
+    collected_at = top.timestamp("collected_at")
+    listeners = _read_listeners(top, version)
     privilege = top.required_sub("privilege")
     inventory = Inventory(
         host=top.get("host", str, required=True),
@@ -357,7 +554,7 @@ def from_json(data: object, source: str) -> Inventory:
         ),
         intended_subnets=top.strings("intended_subnets", required=True, allow_empty=True) or (),
         namespaces=tuple(_read_namespace(t) for t in top.tables("namespaces", required=True)),
-        listeners=tuple(_read_listener(t) for t in top.tables("listeners", required=True)),
+        listeners=listeners,
         gaps=top.strings("gaps", required=True, allow_empty=True) or (),
     )
     privilege.finish()

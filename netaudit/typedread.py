@@ -8,6 +8,7 @@ refused instead of silently ignored.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any, NoReturn
 
@@ -144,6 +145,16 @@ class Table:
         if found != version:
             self.fail("schema_version", f"this netaudit reads {version}, got {found}{tail}")
 
+    def versioned_header(self, kind: str, versions: tuple[int, ...], what: str) -> int:
+        """``header`` for a reader of several schema versions: the version the document has."""
+        if self.get("kind", str) != kind:
+            self.fail("kind", f"not a netaudit {what} (expected {kind!r})")
+        found = self.get("schema_version", int, required=True)
+        if found not in versions:
+            readable = " or ".join(str(version) for version in versions)
+            self.fail("schema_version", f"this netaudit reads {readable}, got {found}")
+        return found  # type: ignore[no-any-return]
+
     def timestamp(self, key: str) -> datetime:
         """A required ISO 8601 time with a time zone (we write ...Z)."""
         text = self.get(key, str, required=True)
@@ -154,6 +165,10 @@ class Table:
         if moment.tzinfo is None:
             self.fail(key, "needs a time zone (Z)")
         return moment
+
+    def accept(self, keys: Iterable[str]) -> None:
+        """Count ``keys`` as read: their values were validated elsewhere (an equal copy)."""
+        self.used.update(keys)
 
     def finish(self) -> None:
         unknown = sorted(set(self.table) - self.used)

@@ -91,7 +91,7 @@ def _mutated(path: list[Any], value: Any) -> dict[str, Any]:
     ("path", "value", "message"),
     [
         (["kind"], "something.else", "kind: not a netaudit inventory"),
-        (["schema_version"], 2, "schema_version: this netaudit reads 1, got 2"),
+        (["schema_version"], 3, "schema_version: this netaudit reads 1 or 2, got 3"),
         (["listeners", 0, "port"], 70000, "listeners[0].port: expected an integer in 1..65535"),
         (
             ["listeners", 0, "address"],
