@@ -18,6 +18,7 @@ Run by hand as root (ss -p and netaudit need it to see every process's fds), fro
     python3 bench/probe_bench.py                      # the four default configurations
     python3 bench/probe_bench.py --config 1000,20,0 --pairs 15 --json /tmp/probe.json
     python3 bench/probe_bench.py --profile-dir /tmp/prof   # plus a cProfile per configuration
+    python3 bench/probe_bench.py --cgroups per-process     # each fixture process in its own cgroup
 
 Loopback only: nothing here binds or connects to any address but 127.0.0.1 and ::1.
 """
@@ -57,11 +58,12 @@ NETAUDIT_OK = (0, 3)  # 3 = INCOMPLETE: a process root may not read (common on V
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 FD_SLACK = 64
 
-# Targets from the issue, checked for every configuration they apply to.
+# Targets from the issue (8: "probe at `ss` speed"), checked for every configuration they
+# apply to. DESIGN.md §7's older budget allowed 0.75x with established connections.
 TARGET_RATIO_10K = 1.0  # <= 1.0x `ss -ltnp` at 10,000 listeners (no established)
-TARGET_RATIO_ESTAB = 0.75  # <= 0.75x with 20,000 established connections added
+TARGET_RATIO_ESTAB = 0.5  # <= 0.5x with 20,000 established connections added
 TARGET_MS_1K = 80.0  # < 80 ms whole process at 1,000 listeners
-TARGET_RSS_MB = 50.0  # < 50 MB (10^6 bytes) peak RSS of the netaudit process
+TARGET_RSS_MB = 40.0  # <= 40 MB (10^6 bytes) peak RSS of the netaudit process
 
 
 class BenchError(Exception):
@@ -171,14 +173,31 @@ def _connect(port: int, count: int, stop_r: int, ready_w: int) -> None:
         sock.close()
 
 
+def cgroup2_mount() -> str | None:
+    """Where the cgroup v2 hierarchy is mounted (/sys/fs/cgroup, or /sys/fs/cgroup/unified on
+    a hybrid node), from /proc/self/mountinfo."""
+    with open("/proc/self/mountinfo", encoding="utf-8") as handle:
+        for line in handle:
+            head, _sep, tail = line.partition(" - ")
+            if tail.split()[:1] == ["cgroup2"] and head.split()[3] == "/":
+                return head.split()[4].replace("\\040", " ")
+    return None
+
+
 class Fixture:
     """The forked processes of one configuration. ``close()`` is idempotent and ends only
-    the pids this object forked."""
+    the pids this object forked, then removes the cgroups it made.
 
-    def __init__(self, n: int, p: int, e: int, base_port: int) -> None:
+    With ``cgroup_parent`` (a cgroup v2 directory), every child moves itself into a cgroup
+    of its own below it before it opens a socket, as Slurm's task/cgroup plugin places each
+    task, so each socket is tagged with its process's cgroup."""
+
+    def __init__(self, n: int, p: int, e: int, base_port: int, cgroup_parent: str | None = None) -> None:
         self.n, self.p, self.e, self.base_port = n, p, e, base_port
         self.children: list[Child] = []
         self.specs: list[Spec] = []
+        self.cgroup_parent = cgroup_parent
+        self.cgroups: list[str] = []
 
     @property
     def ports(self) -> range:
@@ -189,6 +208,14 @@ class Fixture:
         if _libc is None:
             _libc = ctypes.CDLL(None, use_errno=True)
         parent = os.getpid()
+        cgroup = None
+        if self.cgroup_parent is not None:
+            if not self.cgroups:
+                os.mkdir(self.cgroup_parent)
+                self.cgroups.append(self.cgroup_parent)
+            cgroup = f"{self.cgroup_parent}/{role}"
+            os.mkdir(cgroup)
+            self.cgroups.append(cgroup)
         stop_r, stop_w = os.pipe()
         ready_r, ready_w = os.pipe()
         pid = os.fork()
@@ -202,6 +229,9 @@ class Fixture:
                 if os.getppid() != parent:
                     os._exit(1)
                 _close_fds_except({stop_r, ready_w})
+                if cgroup is not None:
+                    with open(f"{cgroup}/cgroup.procs", "w", encoding="ascii") as procs:
+                        procs.write(str(os.getpid()))
                 body(*args, stop_r, ready_w)  # type: ignore[operator]
                 code = 0
             except BaseException as error:
@@ -293,7 +323,25 @@ class Fixture:
                 with contextlib.suppress(OSError):
                     os.close(child.ready_r)
         self.children = []
+        self._remove_cgroups()
         return killed
+
+    def _remove_cgroups(self, timeout: float = 5.0) -> None:
+        """Children first; a reaped process can linger in its cgroup for a moment (EBUSY)."""
+        deadline = time.monotonic() + timeout
+        for path in reversed(self.cgroups):
+            while True:
+                try:
+                    os.rmdir(path)
+                    break
+                except FileNotFoundError:
+                    break
+                except OSError as error:
+                    if time.monotonic() >= deadline:
+                        print(f"warning: cgroup {path} not removed: {error}", file=sys.stderr)
+                        break
+                    time.sleep(0.05)
+        self.cgroups = []
 
 
 # /proc readers ------------------------------------------------------------------------------
@@ -613,13 +661,19 @@ class Result:
             name = f"< {TARGET_MS_1K:.0f} ms, 1k listeners"
             found.append((name, ms, f"{TARGET_MS_1K:.0f} ms", ms < TARGET_MS_1K))
         rss = self.peak_rss_mb
-        name = f"< {TARGET_RSS_MB:.0f} MB peak RSS"
-        found.append((name, rss, f"{TARGET_RSS_MB:.0f} MB", rss < TARGET_RSS_MB))
+        name = f"≤ {TARGET_RSS_MB:.0f} MB peak RSS"
+        found.append((name, rss, f"{TARGET_RSS_MB:.0f} MB", rss <= TARGET_RSS_MB))
         return found
 
 
 def run_config(n: int, p: int, e: int, args: argparse.Namespace, scratch: str) -> Result:
-    fixture = Fixture(n, p, e, args.base_port)
+    cgroup_parent = None
+    if args.cgroups == "per-process":
+        mount = cgroup2_mount()
+        if mount is None:
+            raise BenchError("--cgroups per-process needs a cgroup v2 hierarchy; none is mounted")
+        cgroup_parent = f"{mount}/probe_bench.{os.getpid()}.{n}-{p}-{e}"
+    fixture = Fixture(n, p, e, args.base_port, cgroup_parent)
     ports = fixture.ports
     if ports.stop - 1 > 65535:
         raise BenchError(f"ports {ports.start}..{ports.stop - 1} run past 65535: lower --base-port")
@@ -775,7 +829,12 @@ def markdown(results: list[Result], meta: dict[str, object]) -> str:
         f"Whole process, exec to exit, stdout to /dev/null. Medians of {meta['pairs']} alternating "
         "pairs after warm-up; ratio = median of the per-pair ratios (min–max). Peak RSS = "
         "ru_maxrss of the netaudit process, median and max over the pairs (MB = 10^6 B); the "
-        "RSS target is checked against the max.",
+        "RSS target is checked against the max. Fixture cgroups: "
+        + (
+            "one cgroup v2 directory per fixture process (`--cgroups per-process`)."
+            if meta.get("cgroups") == "per-process"
+            else "every fixture process in the bench's own cgroup (`--cgroups inherit`)."
+        ),
         "",
         "| N listen | P procs | E estab | netaudit s | `ss -ltnpH` s | ratio netaudit/ss | "
         "netaudit user/sys s | peak RSS MB median (max) | check (netaudit / ss) | load before | targets |",
@@ -880,6 +939,7 @@ def _meta(args: argparse.Namespace) -> dict[str, object]:
         "pairs": args.pairs,
         "warmup": args.warmup,
         "base_port": args.base_port,
+        "cgroups": args.cgroups,
         "quiet_threshold": args.quiet_threshold,
         "noise_threshold": args.noise_threshold,
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -921,6 +981,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=int,
         default=20000,
         help="fixture ports are BASE..BASE+N+3, checked free (default 20000)",
+    )
+    parser.add_argument(
+        "--cgroups",
+        choices=("inherit", "per-process"),
+        default="inherit",
+        help="inherit: every fixture process stays in the bench's cgroup (the probe must tell "
+        "them apart by their fds); per-process: each in a cgroup v2 directory of its own, as "
+        "Slurm places tasks (the probe attributes by the sockets' cgroup ids) (default inherit)",
     )
     parser.add_argument(
         "--netaudit",

@@ -16,20 +16,44 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
+from typing import Protocol
 
 from netaudit import bindscope
-from netaudit.models import BindScope, Classification, Listener
+from netaudit.models import BindScope, Classification, Family
 from netaudit.procinfo import ProcessFacts, ProcessGone
 from netaudit.signatures import PortSource, Predicates, Rule, Signature
 
 _PORT_AT_END = re.compile(r"(?::|^)(\d{1,5})$")
 
 
+class ListenerFacts(Protocol):
+    """What classification reads of a listener: a models.Listener, or the lighter row the
+    probe builds before it has everything a Listener holds (one Listener per socket at
+    10,000 listeners costs 27 ms)."""
+
+    @property
+    def netns(self) -> int: ...
+    @property
+    def family(self) -> Family: ...
+    @property
+    def address(self) -> str: ...
+    @property
+    def port(self) -> int: ...
+    @property
+    def backlog(self) -> int | None: ...
+    @property
+    def pid(self) -> int | None: ...
+
+
 @dataclass(frozen=True, slots=True)
 class ListenerContext:
-    """What listener-level predicates need beyond the Listener itself."""
+    """What listener-level predicates need beyond the Listener itself.
 
-    scope_by_index: Mapping[int, BindScope]
+    Attributes:
+        scope_by_index: each listener's bind scope, by its index (a list or a mapping).
+    """
+
+    scope_by_index: Mapping[int, BindScope] | Sequence[BindScope]
     somaxconn_by_netns: Mapping[int, int | None]
 
 
@@ -179,7 +203,7 @@ def _port_source_evidence(source: PortSource, port: int, facts: ProcessFacts | N
 
 def _listener_evidence(
     when: Predicates,
-    listener: Listener,
+    listener: ListenerFacts,
     scope: BindScope,
     somaxconn: int | None,
     facts: ProcessFacts | None,
@@ -214,7 +238,7 @@ def _listener_evidence(
 
 def _rule_listener_evidence(
     ranked: _Ranked,
-    listener: Listener,
+    listener: ListenerFacts,
     scope: BindScope,
     somaxconn: int | None,
     facts: ProcessFacts | None,
@@ -235,7 +259,7 @@ def _rule_listener_evidence(
 def _classify_group(
     ranked: list[_Ranked],
     indexes: list[int],
-    listeners: Sequence[Listener],
+    listeners: Sequence[ListenerFacts],
     facts: ProcessFacts | None,
     context: ListenerContext,
     result: dict[int, Classification],
@@ -280,7 +304,7 @@ def _classify_group(
 
 
 def classify(
-    listeners: Sequence[Listener],
+    listeners: Sequence[ListenerFacts],
     signatures: Iterable[Signature],
     facts_of: Mapping[int, ProcessFacts],
     context: ListenerContext,

@@ -17,7 +17,7 @@ def run(args: argparse.Namespace, config: Config, fmt: str, env: Environment) ->
         load_signatures(args, config), subnets, is_own_namespace_only=args.namespaces == "own"
     )
     if fmt == "json":
-        env.stdout.write(jsonout.dumps(inventory_json.to_json(found), len(found.listeners)))
+        jsonout.write(inventory_json.to_json(found), len(found.listeners), env.stdout)
     else:
         from netaudit.report import inventory_table
 

@@ -8,6 +8,9 @@ Sources, best first, per namespace:
    root): backlog and v6only unknown, and IPv4 addresses unknown. The gap is recorded.
 psutil's socket listing sees only the caller's namespace, so it is not a source.
 
+Each listener's processes come from netaudit.owners: the members of the socket's cgroup
+where the kernel tags sockets with one, every process's fd table where it cannot tell.
+
 Without root this degrades: other users' fd tables are unreadable (pid None), foreign
 namespaces are read from procfs. Every such loss is one sentence in ``Inventory.gaps``.
 """
@@ -17,10 +20,11 @@ from __future__ import annotations
 import os
 import socket
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
+from operator import itemgetter
+from typing import Final, NamedTuple
 
-from netaudit import __version__, bindscope, classify, exposure, fdscan, netlink, netns, procnet
+from netaudit import __version__, bindscope, classify, exposure, netlink, netns, owners, procnet
 from netaudit.models import (
     BindScope,
     Classification,
@@ -37,12 +41,19 @@ from netaudit.models import (
 from netaudit.procinfo import FactsCache, ProcessGone
 from netaudit.signatures import Signature
 
+# A listener as read, before attribution: the first nine fields of Listener (netns, family,
+# address, port, inode, source, v6only, backlog, uid), then the socket's cgroup id. A tuple,
+# not an object: at 10,000 listeners each object built per listener costs about 10 ms.
+_Raw = tuple[int, Family, str, int, int, ListenerSource, bool | None, int | None, int | None, int | None]
+_INODE: Final = 4
+_CGROUP: Final = 9
+_ORDER = itemgetter(0, 3, 1, 2, 4)  # netns, port, family, address, inode: the inventory's order
 
-@dataclass(slots=True)
-class _NamespaceRead:
+
+class _NamespaceRead(NamedTuple):
     entry: netns.NamespaceEntry
     source: ListenerSource | None
-    listeners: list[Listener]
+    listeners: list[_Raw]
     interfaces: list[InterfaceAddress] | None
     somaxconn: int | None
     bindv6only: bool
@@ -58,23 +69,10 @@ def _read_sysctl(path: str) -> int | None:
 
 
 def _from_netlink(entry: netns.NamespaceEntry) -> _NamespaceRead:
-    records = netlink.listening_tcp()
-    listeners = [
-        Listener(
-            netns=entry.inode,
-            family=record.family,
-            address=record.address,
-            port=record.port,
-            inode=record.inode,
-            source=ListenerSource.NETLINK,
-            v6only=record.v6only,
-            backlog=record.backlog,
-            uid=record.uid,
-            pid=None,
-            pids=(),
-            process=None,
-        )
-        for record in records
+    inode, source = entry.inode, ListenerSource.NETLINK
+    listeners: list[_Raw] = [
+        (inode, family, address, port, socket_inode, source, v6only, backlog, uid, cgroup_id)
+        for family, address, port, socket_inode, v6only, backlog, uid, cgroup_id in netlink.listening_rows()
     ]
     return _NamespaceRead(
         entry=entry,
@@ -115,7 +113,7 @@ def _ipv6_addresses_from_proc(pid: int, proc: str) -> list[InterfaceAddress]:
 def _from_procfs(entry: netns.NamespaceEntry, reason: str, proc: str) -> _NamespaceRead:
     label = f"network namespace {entry.inode}"
     gaps = [f"{label}: not entered ({reason}); listeners read from procfs, backlog and v6only unknown"]
-    listeners: list[Listener] = []
+    listeners: list[_Raw] = []
     interfaces: list[InterfaceAddress] | None = None
     for pid in entry.pids:
         try:
@@ -126,20 +124,7 @@ def _from_procfs(entry: netns.NamespaceEntry, reason: str, proc: str) -> _Namesp
         except OSError:
             continue  # that process left; try the next one of the namespace
         listeners = [
-            Listener(
-                netns=entry.inode,
-                family=family,
-                address=address,
-                port=port,
-                inode=inode,
-                source=ListenerSource.PROCFS,
-                v6only=None,
-                backlog=None,
-                uid=uid,
-                pid=None,
-                pids=(),
-                process=None,
-            )
+            (entry.inode, family, address, port, inode, ListenerSource.PROCFS, None, None, uid, None)
             for family, address, port, uid, inode in rows
         ]
         try:
@@ -170,18 +155,31 @@ def _read_namespace(entry: netns.NamespaceEntry, own: int, proc: str) -> _Namesp
         return _from_procfs(entry, f"netlink failed: {error}", proc)
 
 
-def _attributed(raw: Listener, pid: int | None, pids: tuple[int, ...]) -> Listener:
+class _Attributed(NamedTuple):
+    """A listener with its owners, before classification: what classify reads, and the
+    fields of the Listener it becomes. A tuple: a frozen Listener costs 2.7 us to build (an
+    object.__setattr__ per field), so each socket gets exactly one, at the end."""
+
+    netns: int
+    family: Family
+    address: str
+    port: int
+    inode: int
+    source: ListenerSource
+    v6only: bool | None
+    backlog: int | None
+    uid: int | None
+    pid: int | None
+    pids: tuple[int, ...]
+
+
+def _listener(
+    row: _Attributed, process: ProcessInfo | None, found: Classification | None, hint: ExposureHint | None
+) -> Listener:
     # Positional construction rather than dataclasses.replace, whose per-call introspection
     # cost 0.18 s for two copies of 10,000 listeners (bench/README.md).
-    return Listener(raw.netns, raw.family, raw.address, raw.port, raw.inode, raw.source, raw.v6only,
-                    raw.backlog, raw.uid, pid, pids, None)  # fmt: skip
-
-
-def _completed(
-    item: Listener, process: ProcessInfo | None, found: Classification | None, hint: ExposureHint
-) -> Listener:
-    return Listener(item.netns, item.family, item.address, item.port, item.inode, item.source, item.v6only,
-                    item.backlog, item.uid, item.pid, item.pids, process, found, hint)  # fmt: skip
+    return Listener(row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7], row[8], row[9], row[10],
+                    process, found, hint)  # fmt: skip
 
 
 def _primary_pid(holders: tuple[int, ...], facts: FactsCache) -> int:
@@ -216,10 +214,13 @@ def collect(
     proc: str = "/proc",
     host: str | None = None,
     is_own_namespace_only: bool = False,
+    attribution: owners.Mode = "cgroup",
 ) -> Inventory:
     """One truthful inventory of this node. Never raises for what it cannot see: that goes
     into ``gaps``. ``is_own_namespace_only`` limits it to the probe's own network namespace
-    (`--namespaces own`: a probe run inside a container or pod describes that one)."""
+    (`--namespaces own`: a probe run inside a container or pod describes that one).
+    ``attribution`` chooses how listeners find their processes (netaudit.owners): through
+    their cgroups where the kernel tags sockets, or by reading every fd table."""
     collected_at = datetime.now(UTC)
     is_root = os.geteuid() == 0
     gaps: list[str] = []
@@ -244,9 +245,11 @@ def collect(
     for read in reads:
         gaps.extend(read.gaps)
 
-    raw: list[Listener] = [listener for read in reads for listener in read.listeners]
-    scan = fdscan.scan({listener.inode for listener in raw}, proc)
-    unowned = sum(1 for listener in raw if not scan.owners.get(listener.inode))
+    raw = [listener for read in reads for listener in read.listeners]
+    raw.sort(key=_ORDER)
+    scan = owners.find({item[_INODE]: item[_CGROUP] for item in raw}, proc, attribution)
+    holders_of = scan.owners
+    unowned = sum(1 for item in raw if item[_INODE] not in holders_of)
     if scan.unreadable_pids and unowned:
         # Only a gap if it hid something: a listener left without any visible owner.
         gaps.append(
@@ -254,28 +257,24 @@ def collect(
             f"descriptors are unreadable ({denied})"
         )
     facts = FactsCache(proc)
-    attributed: list[Listener] = []
-    for listener in raw:
-        holders = scan.owners.get(listener.inode, ())
-        primary = _primary_pid(holders, facts) if holders else None
-        attributed.append(_attributed(listener, primary, holders))
-    attributed.sort(key=lambda item: (item.netns, item.port, item.family, item.address, item.inode))
+    attributed: list[_Attributed] = []
+    owner_pids: set[int] = set()
+    make = _Attributed._make
+    for item in raw:
+        holders = holders_of.get(item[_INODE], ())
+        primary = (holders[0] if len(holders) == 1 else _primary_pid(holders, facts)) if holders else None
+        if primary is not None:
+            owner_pids.add(primary)
+        attributed.append(make((*item[:_CGROUP], primary, holders)))
 
     read_by_ns = {read.entry.inode: read for read in reads}
-    scopes = {
-        index: bindscope.scope_of(
-            listener.family,
-            listener.address,
-            listener.v6only,
-            read_by_ns[listener.netns].bindv6only,
-        )
-        for index, listener in enumerate(attributed)
-    }
+    bindv6only = {inode: read.bindv6only for inode, read in read_by_ns.items()}
+    scopes = [bindscope.scope_of(item[1], item[2], item[6], bindv6only[item[0]]) for item in raw]
     context = classify.ListenerContext(
         scope_by_index=scopes,
         somaxconn_by_netns={read.entry.inode: read.somaxconn for read in reads},
     )
-    owner_facts = {item.pid: facts.get(item.pid) for item in attributed if item.pid is not None}
+    owner_facts = {pid: facts.get(pid) for pid in owner_pids}
     classifications, vanished = classify.classify(attributed, signatures, owner_facts, context)
 
     patterns = _library_patterns(signatures)
@@ -295,17 +294,19 @@ def collect(
     listeners: list[Listener] = []
     hints: dict[tuple[int, BindScope, str], ExposureHint] = {}
     for index, listener in enumerate(attributed):
-        if listener.pid in vanished:
+        owner = listener.pid
+        if owner is not None and owner in vanished:
             continue  # the process exited while we read it: gone, not an error
-        scope: BindScope = scopes[index]
+        scope = scopes[index]
         # Every wildcard listener of a namespace has the same hint: compute it once.
         key = (listener.netns, scope, listener.address if scope is BindScope.SPECIFIC else "")
         hint = hints.get(key)
         if hint is None:
             read = read_by_ns[listener.netns]
-            hint = hints[key] = exposure.hint(listener, scope, read.interfaces, intended)
-        process = infos.get(listener.pid) if listener.pid is not None else None
-        listeners.append(_completed(listener, process, classifications.get(index), hint))
+            hint = exposure.hint(_listener(listener, None, None, None), scope, read.interfaces, intended)
+            hints[key] = hint
+        process = infos.get(owner) if owner is not None else None
+        listeners.append(_listener(listener, process, classifications.get(index), hint))
 
     namespaces = tuple(
         NetNamespace(

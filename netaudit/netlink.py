@@ -44,12 +44,15 @@ INET_DIAG_CGROUP_ID = 21
 TCP_LISTEN = 10  # <net/tcp_states.h>
 # inet_diag_req_v2: family, protocol, ext, pad, states, then a zeroed inet_diag_sockid (48 bytes)
 _DIAG_REQ = struct.Struct("=BBBxI48x")
-# inet_diag_msg: family, state, timer, retrans; sockid (sport, dport big-endian; src, dst 16 bytes
-# each; ifindex; cookie); expires, rqueue, wqueue, uid, inode. 72 bytes.
-_DIAG_MSG_HEAD = struct.Struct("=BBBB")
-_DIAG_MSG_PORTS = struct.Struct("!HH")
-_DIAG_MSG_TAIL = struct.Struct("=16s16sI8sIIIII")
-_DIAG_MSG_SIZE = _DIAG_MSG_HEAD.size + _DIAG_MSG_PORTS.size + _DIAG_MSG_TAIL.size
+# inet_diag_msg: family, state, timer, retrans (4 bytes); sockid: sport, dport (big-endian),
+# src, dst (16 bytes each), ifindex, cookie (48 bytes); expires, rqueue, wqueue, uid, inode.
+_DIAG_MSG_SIZE = 72
+_DIAG_MSG_QUEUE_AT = 60  # wqueue (the backlog of a listener), uid, inode
+_DIAG_MSG_QUEUE = struct.Struct("=III")
+_U64 = struct.Struct("=Q")
+# A dump answers in skbs of at most 32 KiB (netlink_dump), so a larger buffer only costs.
+_DIAG_RECV_BYTES = 1 << 16
+_DIAG_SEQ = 1
 
 # <linux/rtnetlink.h>, <linux/if_addr.h>, <linux/if_link.h>
 RTM_NEWLINK = 16
@@ -78,7 +81,8 @@ class DiagListener:
     Attributes:
         backlog: the listen() backlog after the kernel's somaxconn cap (idiag_wqueue).
         v6only: IPV6_V6ONLY for AF_INET6 sockets; None for AF_INET.
-        cgroup_id: the cgroup-v2 inode of the creating process (kernel >= 5.9), else None.
+        cgroup_id: the cgroup v2 id (directory inode) of the process that created the socket,
+            sent unasked since Linux 5.7 (INET_DIAG_CGROUP_ID); None on older kernels.
     """
 
     family: Family
@@ -185,37 +189,104 @@ def _address(family: int, raw: bytes) -> str:
     return socket.inet_ntop(socket.AF_INET6, raw[:16])
 
 
+# One listener as listening_rows gives it: family, address, port, inode, v6only, backlog, uid,
+# cgroup id (the fields of DiagListener, in the order a Listener holds them).
+ListenerRow = tuple[Family, str, int, int, bool | None, int, int, int | None]
+
+
 def listening_tcp() -> list[DiagListener]:
     """Every LISTEN TCP socket of the current network namespace, IPv4 and IPv6."""
-    found: list[DiagListener] = []
+    return [
+        DiagListener(family, address, port, backlog, uid, inode, v6only, cgroup_id)
+        for family, address, port, inode, v6only, backlog, uid, cgroup_id in listening_rows()
+    ]
+
+
+def listening_rows() -> list[ListenerRow]:
+    """listening_tcp as plain tuples, for the probe: at 10,000 listeners every step per
+    socket costs about 10 ms, and an object per socket is such a step."""
+    found: list[ListenerRow] = []
+    # Raw address -> text: a node's thousands of listeners share a handful of bind addresses.
+    names: dict[bytes, str] = {}
     for family in (socket.AF_INET, socket.AF_INET6):
-        request = _DIAG_REQ.pack(family, socket.IPPROTO_TCP, 0, 1 << TCP_LISTEN)
-        for _kind, data, offset, end in _dump(NETLINK_SOCK_DIAG, SOCK_DIAG_BY_FAMILY, request):
-            msg_family = _DIAG_MSG_HEAD.unpack_from(data, offset)[0]
-            sport = _DIAG_MSG_PORTS.unpack_from(data, offset + 4)[0]
-            src, _dst, _ifindex, _cookie, _expires, _rqueue, wqueue, uid, inode = _DIAG_MSG_TAIL.unpack_from(
-                data, offset + 8
-            )
-            v6only: bool | None = None
-            cgroup_id: int | None = None
-            for attr, value in attributes(data, offset + _DIAG_MSG_SIZE, end):
-                if attr == INET_DIAG_SKV6ONLY and value:
-                    v6only = bool(value[0])
-                elif attr == INET_DIAG_CGROUP_ID and len(value) >= 8:
-                    (cgroup_id,) = struct.unpack_from("=Q", value)
-            found.append(
-                DiagListener(
-                    family=Family.IPV4 if msg_family == socket.AF_INET else Family.IPV6,
-                    address=_address(msg_family, src),
-                    port=sport,
-                    backlog=wqueue,
-                    uid=uid,
-                    inode=inode,
-                    v6only=v6only if msg_family == socket.AF_INET6 else None,
-                    cgroup_id=cgroup_id,
-                )
-            )
+        request = pack_message(
+            SOCK_DIAG_BY_FAMILY,
+            NLM_F_REQUEST | NLM_F_DUMP,
+            _DIAG_SEQ,
+            _DIAG_REQ.pack(family, socket.IPPROTO_TCP, 0, 1 << TCP_LISTEN),
+        )
+        with open_socket(NETLINK_SOCK_DIAG) as sock:
+            sock.sendall(request)
+            is_done = False
+            while not is_done:
+                data = sock.recv(_DIAG_RECV_BYTES)
+                if not data:
+                    raise NetlinkError(errno.EIO, "netlink socket closed during a dump")
+                rows, is_done = listen_records(data, family, names)
+                found += rows
     return found
+
+
+def listen_records(
+    data: bytes, family: int, names: dict[bytes, str] | None = None
+) -> tuple[list[ListenerRow], bool]:
+    """The sockets in one received buffer of a LISTEN dump of ``family``, and whether the
+    dump's NLMSG_DONE was in it. ``names`` caches address texts across buffers.
+
+    Decoded inline, one pass over each record: an attribute generator and a struct per field
+    cost 45 ms at 10,000 listeners."""
+    found: list[ListenerRow] = []
+    append = found.append
+    names = {} if names is None else names
+    size, label = (4, Family.IPV4) if family == socket.AF_INET else (16, Family.IPV6)
+    header, tail, attribute, u64 = (
+        _NLMSGHDR.unpack_from,
+        _DIAG_MSG_QUEUE.unpack_from,
+        _NLATTR.unpack_from,
+        _U64.unpack_from,
+    )
+    offset, total = 0, len(data)
+    while offset + _NLMSGHDR.size <= total:
+        length, kind, _flags, seq, _pid = header(data, offset)
+        if length < _NLMSGHDR.size:
+            raise NetlinkError(errno.EIO, "malformed netlink message")
+        body, end = offset + _NLMSGHDR.size, offset + length
+        offset = (end + 3) & ~3
+        if seq != _DIAG_SEQ:
+            continue
+        if kind == NLMSG_DONE:
+            return found, True
+        if kind == NLMSG_ERROR:
+            code = error_code(data, body)
+            if code:
+                raise NetlinkError(code, os.strerror(code))
+            continue
+        if end > total or end - body < _DIAG_MSG_SIZE or data[body] != family:
+            continue
+        raw = data[body + 8 : body + 8 + size]
+        address = names.get(raw)
+        if address is None:
+            address = names[raw] = socket.inet_ntop(family, raw)
+        wqueue, uid, inode = tail(data, body + _DIAG_MSG_QUEUE_AT)
+        v6only: bool | None = None
+        cgroup_id: int | None = None
+        at = body + _DIAG_MSG_SIZE
+        while at + _NLATTR.size <= end:
+            attr_length, attr = attribute(data, at)
+            if attr_length < _NLATTR.size:
+                break
+            attr &= NLA_TYPE_MASK
+            if attr == INET_DIAG_CGROUP_ID and attr_length >= _NLATTR.size + 8:
+                cgroup_id = u64(data, at + _NLATTR.size)[0]
+                if v6only is not None or family == socket.AF_INET:
+                    break  # nothing after it is read
+            elif attr == INET_DIAG_SKV6ONLY and attr_length > _NLATTR.size and family == socket.AF_INET6:
+                v6only = data[at + _NLATTR.size] != 0
+            at += (attr_length + 3) & ~3
+        # sport is big-endian at offset 4
+        port = (data[body + 4] << 8) | data[body + 5]
+        append((label, address, port, inode, v6only, wqueue, uid, cgroup_id))
+    return found, False
 
 
 def _link_names() -> dict[int, str]:

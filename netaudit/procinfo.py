@@ -31,6 +31,8 @@ _CMDLINE_LIMIT = 1 << 17
 _MAPS_LIMIT = 32 << 20  # a CUDA torch process maps thousands of regions
 _SMALL_LIMIT = 1 << 16
 _VERSION_FILE_LIMIT = 1 << 16
+_SHARED_OBJECT = re.compile(rb"(/[^\n]*\.so[^\n]*)")  # from a line's first slash, if ".so" follows
+_STATUS_FIELDS = re.compile(rb"^(PPid|Uid):([^\n]*)$", re.M)
 _TORCH_LIB = re.compile(r"^(?P<torch>/.+/torch)/lib/libtorch[^/]*\.so[^/]*$")
 _VERSION_LINE = re.compile(r"""^__version__\s*=\s*['"](?P<v>[0-9A-Za-z.+_-]{1,64})['"]\s*$""", re.M)
 
@@ -78,13 +80,12 @@ class ProcessFacts:
 
     @cached_property
     def _status(self) -> dict[str, str]:
+        """The two lines of /proc/<pid>/status that are used, of its fifty-odd."""
         raw = self._read("status", _SMALL_LIMIT)
-        fields: dict[str, str] = {}
-        for line in (raw or b"").decode("utf-8", "replace").splitlines():
-            key, sep, value = line.partition(":")
-            if sep:
-                fields[key] = value.strip()
-        return fields
+        return {
+            key.decode("ascii"): value.decode("utf-8", "replace").strip()
+            for key, value in _STATUS_FIELDS.findall(raw or b"")
+        }
 
     @cached_property
     def ppid(self) -> int | None:
@@ -109,13 +110,20 @@ class ProcessFacts:
         return environ.parse(raw) if raw else {}
 
     @cached_property
-    def threads(self) -> Counter[str]:
-        names: Counter[str] = Counter()
+    def _tids(self) -> list[str] | None:
+        """The thread ids (threads and children both list them); None when denied."""
         try:
-            tids = os.listdir(f"{self._proc}/task")
+            return os.listdir(f"{self._proc}/task")
         except (FileNotFoundError, ProcessLookupError) as gone:
             raise ProcessGone(self.pid) from gone
         except OSError:
+            return None
+
+    @cached_property
+    def threads(self) -> Counter[str]:
+        names: Counter[str] = Counter()
+        tids = self._tids
+        if tids is None:
             self.is_complete = False
             return names
         for tid in tids:
@@ -128,18 +136,16 @@ class ProcessFacts:
 
     @cached_property
     def mapped_paths(self) -> tuple[str, ...]:
-        """Paths of the mapped shared objects, deduplicated, in map order."""
+        """Paths of the mapped shared objects, deduplicated, in map order.
 
+        A maps line is "range perms offset dev inode path", and only the path can hold a
+        slash: one regex pass takes each line's path from its first slash, where the line
+        has ".so" (a loop over the lines cost 0.1 ms of a 180-line Python process, 20 ms for
+        200 processes). Deduplicated before decoding: each object is mapped 4-5 times."""
         raw = self._read("maps", _MAPS_LIMIT)
         if not raw:
             return ()
-        seen: dict[str, None] = {}
-        for line in raw.split(b"\n"):
-            slash = line.find(b"/")
-            if slash < 0 or b".so" not in line:
-                continue
-            seen.setdefault(line[slash:].decode("utf-8", "replace"), None)
-        return tuple(seen)
+        return tuple(path.decode("utf-8", "replace") for path in dict.fromkeys(_SHARED_OBJECT.findall(raw)))
 
     @cached_property
     def _library_names(self) -> tuple[str, ...]:
@@ -176,10 +182,10 @@ class ProcessFacts:
     def children(self) -> tuple[int, ...]:
         pids: set[int] = set()
         try:
-            tids = os.listdir(f"{self._proc}/task")
-        except OSError:
+            tids = self._tids
+        except ProcessGone:
             return ()
-        for tid in tids:
+        for tid in tids or ():
             try:
                 raw = safeio.read_proc(f"{self._proc}/task/{tid}/children", _SMALL_LIMIT)
             except OSError:

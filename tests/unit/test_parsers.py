@@ -119,3 +119,70 @@ def test_redact_caps_length_and_count() -> None:
     out = redact_argv(["x" * 5000] + ["a"] * 400)
     assert len(out[0]) < 600
     assert out[-1].startswith("... (")
+
+
+# sock_diag LISTEN dumps, recorded on Linux 6.18 as root: 127.0.0.1:51751 (backlog 7) and
+# [::1]:42393 with IPV6_V6ONLY (backlog 9). Each record: nlmsghdr, inet_diag_msg, then
+# INET_DIAG_SHUTDOWN, (SKV6ONLY), MARK, CGROUP_ID (the root cgroup, 1) and SOCKOPT.
+DIAG_V4 = bytes.fromhex(
+    "7c000000140002000100000046590000020a0000ca2700007f00000100000000000000000000000000000000"
+    "0000000000000000000000000000000091f708000000000000000000000000000700000000000000d8e65b00"
+    "050008000000000008000f00000000000c00150001000000000000000600160052000000"
+)
+DIAG_V6 = bytes.fromhex(
+    "840000001400020001000000465900000a0a0000a59900000000000000000000000000000000000100000000"
+    "0000000000000000000000000000000092f708000000000000000000000000000900000000000000d9e65b00"
+    "050008000000000005000b000100000008000f00000000000c00150001000000000000000600160012000000"
+)
+DIAG_DONE = bytes.fromhex("1400000003000200010000004659000000000000")
+
+
+def _with_cgroup(record: bytes, cgroup_id: int | None) -> bytes:
+    """The record with another cgroup id, or without the attribute (a kernel before 5.7)."""
+    import struct
+
+    at = record.index(bytes.fromhex("0c001500"))
+    if cgroup_id is not None:
+        return record[: at + 4] + struct.pack("=Q", cgroup_id) + record[at + 12 :]
+    shorter = record[:at] + record[at + 12 :]
+    return struct.pack("=I", len(shorter)) + shorter[4:]
+
+
+def test_sock_diag_listen_records_decode() -> None:
+    import socket
+
+    from netaudit import netlink
+
+    v4, is_done = netlink.listen_records(DIAG_V4 + DIAG_DONE, socket.AF_INET)
+    v6, _ = netlink.listen_records(_with_cgroup(DIAG_V6, 0x1_0000_2A51), socket.AF_INET6)
+
+    assert is_done
+    assert v4 == [(Family.IPV4, "127.0.0.1", 51751, 6022872, None, 7, 0, 1)]
+    assert v6 == [(Family.IPV6, "::1", 42393, 6022873, True, 9, 0, 0x1_0000_2A51)]
+
+
+def test_sock_diag_without_cgroup_ids_and_with_foreign_records() -> None:
+    import socket
+
+    from netaudit import netlink
+
+    older = _with_cgroup(DIAG_V6, None)
+    other_sequence = DIAG_V4[:8] + (7).to_bytes(4, "little") + DIAG_V4[12:]
+
+    rows, is_done = netlink.listen_records(other_sequence + older, socket.AF_INET6)
+
+    assert rows == [(Family.IPV6, "::1", 42393, 6022873, True, 9, 0, None)]
+    assert not is_done
+
+
+def test_sock_diag_error_record_raises() -> None:
+    import errno
+    import socket
+
+    from netaudit import netlink
+
+    # NLMSG_ERROR carrying -EPERM, then the request's header
+    error = bytes.fromhex("24000000020000000100000046590000ffffffff") + DIAG_DONE[:16]
+    with pytest.raises(netlink.NetlinkError) as raised:
+        netlink.listen_records(error, socket.AF_INET)
+    assert raised.value.errno == errno.EPERM
