@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import traceback
 from collections.abc import Sequence
 from typing import Any
 
@@ -329,6 +328,8 @@ def main(argv: Sequence[str] | None = None, env: Environment | None = None) -> i
     except Exception as error:
         env.warn(f"internal error: {type(error).__name__}: {error}")
         if is_debug:
+            import traceback  # only here: a Slurm prolog's passing run never needs it
+
             env.stderr.write(traceback.format_exc())
         else:
             env.warn("this is a bug; rerun with --debug for the traceback")

@@ -32,7 +32,7 @@ def _child(args: argparse.Namespace, config: Config, env: Environment, write_fd:
         from netaudit import gate, options
 
         result = gate.evaluate(
-            options.load_signatures(args, config),
+            options.load_signatures_cached(args, config, env.environ),
             config.gate,
             dict(env.environ),
             args.verdict or config.gate.verdict_path,

@@ -17,14 +17,18 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Protocol
 
-from netaudit import bindscope, inventory, slurmjobs
-from netaudit.audit import verdict
-from netaudit.config import GateSettings
-from netaudit.models import BindScope, Inventory, Listener
-from netaudit.signatures import Signature
+from netaudit import gatescan, slurmjobs
+from netaudit.models import Listener, NetNamespace
+
+if TYPE_CHECKING:
+    from netaudit.audit.verdict import Exposure
+    from netaudit.config import GateSettings
+    from netaudit.signatures import Signature
 
 _LINE_CHARS = 240  # a drain reason has to stay readable in `sinfo -R`
 
@@ -44,19 +48,32 @@ class GateResult:
     warnings: tuple[str, ...]
 
 
+class Node(Protocol):
+    """What the gate judges: a probe's Inventory, or the narrower gatescan.GateView."""
+
+    @property
+    def listeners(self) -> tuple[Listener, ...]: ...
+
+    @property
+    def namespaces(self) -> tuple[NetNamespace, ...]: ...
+
+
 def node_name(environ: dict[str, str]) -> str:
     return environ.get("SLURMD_NODENAME") or socket.gethostname().split(".")[0]
 
 
 def _is_exposed_scope(listener: Listener) -> bool:
-    scope = bindscope.scope_of(listener.family, listener.address, listener.v6only, False)
-    return scope not in (BindScope.LOOPBACK, BindScope.LINK_LOCAL)
+    return gatescan.is_exposed(listener.family, listener.address, listener.v6only)
 
 
-def _job_of(listener: Listener, pid: int, proc: str) -> str | None:
-    process = listener.process
-    job = process.job.slurm_job_id if process else None
-    return job or slurmjobs.job_of_ancestors(pid, proc)
+def _job_of(listener: Listener, pid: int, proc: str, jobs: dict[int, str | None]) -> str | None:
+    """The job of ``pid``, kept in ``jobs``: every listener of a process has the same one, and
+    the ancestor walk reads /proc."""
+    if pid not in jobs:
+        process = listener.process
+        job = process.job.slurm_job_id if process else None
+        jobs[pid] = job or slurmjobs.job_of_ancestors(pid, proc)
+    return jobs[pid]
 
 
 def _owner(listener: Listener, job: str | None) -> str:
@@ -67,20 +84,21 @@ def _owner(listener: Listener, job: str | None) -> str:
     return f"{owner}; {why}"
 
 
-def stale_listeners(found: Inventory, active: set[str], proc: str) -> list[str]:
+def stale_listeners(found: Node, active: set[str], proc: str) -> list[str]:
     stale = []
+    jobs: dict[int, str | None] = {}
     for listener in found.listeners:
         classification = listener.classification
         if classification is None or listener.pid is None or not _is_exposed_scope(listener):
             continue
-        job = _job_of(listener, listener.pid, proc)
+        job = _job_of(listener, listener.pid, proc, jobs)
         if job is not None and job in active:
             continue
         stale.append(f"stale exposed {classification.service} {listener.endpoint} ({_owner(listener, job)})")
     return stale
 
 
-def _holds(found: Inventory, listener: Listener, exposure: verdict.Exposure) -> bool:
+def _holds(found: Node, listener: Listener, exposure: Exposure) -> bool:
     """Whether ``listener`` is the socket the audit reached at the exposure's address."""
     if listener.port != exposure.port:
         return False
@@ -100,11 +118,12 @@ def _holds(found: Inventory, listener: Listener, exposure: verdict.Exposure) -> 
 
 
 def verdict_reasons(
-    found: Inventory, exposures: tuple[verdict.Exposure, ...], active: set[str], proc: str
+    found: Node, exposures: tuple[Exposure, ...], active: set[str], proc: str
 ) -> tuple[list[str], list[str]]:
     """(reasons to fail, warnings) for the verdict's exposures, judged against this node now."""
     reasons: list[str] = []
     warnings: list[str] = []
+    jobs: dict[int, str | None] = {}
     for exposure in exposures:
         holders = [listener for listener in found.listeners if _holds(found, listener, exposure)]
         if not holders:
@@ -113,7 +132,7 @@ def verdict_reasons(
             if listener.pid is None:
                 warnings.append(f"critical exposure {exposure.line}: its owner cannot be seen")
                 continue
-            job = _job_of(listener, listener.pid, proc)
+            job = _job_of(listener, listener.pid, proc, jobs)
             if job is not None and job in active:
                 warnings.append(f"critical exposure {exposure.line} belongs to running slurm job {job}")
                 continue
@@ -122,17 +141,21 @@ def verdict_reasons(
 
 
 def evaluate(
-    signatures: tuple[Signature, ...],
+    signatures: Sequence[Signature],
     settings: GateSettings,
     environ: dict[str, str],
     verdict_template: str | None,
     proc: str = "/proc",
 ) -> GateResult:
-    found = inventory.collect(signatures, proc=proc)
-    active = slurmjobs.active_jobs(proc)
-    reasons = stale_listeners(found, active, proc)
+    """The verdict is read first, so that the node's read (netaudit.gatescan) knows which
+    ports it names. ``signatures`` are loaded by the caller even when nothing needs them, so a
+    broken signature file is the same error on every node (netaudit.sigcache keeps it cheap)."""
     warnings: list[str] = []
+    too_old: str | None = None  # the verdict's age, when that fails the node
+    exposures: tuple[Exposure, ...] | None = None  # the verdict's, when it is recent enough to judge
     if verdict_template:
+        from netaudit.audit import verdict
+
         node = node_name(environ)
         try:
             path = verdict.path_for(verdict_template, node)
@@ -145,13 +168,20 @@ def evaluate(
                 limit_h = settings.verdict_max_age_s / 3600
                 message = f"verdict {path} is {age_s / 3600:.1f} h old (limit {limit_h:.1f} h)"
                 if settings.fail_on_stale_verdict:
-                    reasons.append(message)
+                    too_old = message
                 else:
                     warnings.append(message)
             else:
-                failing, notes = verdict_reasons(found, read.exposures, active, proc)
-                reasons += [reason for reason in failing if reason not in reasons]
-                warnings += notes
+                exposures = read.exposures
+    found = gatescan.collect(signatures, {exposure.port for exposure in exposures or ()}, proc)
+    active = set(found.active_jobs)
+    reasons = stale_listeners(found, active, proc)
+    if too_old is not None:
+        reasons.append(too_old)
+    if exposures is not None:
+        failing, notes = verdict_reasons(found, exposures, active, proc)
+        reasons += [reason for reason in failing if reason not in reasons]
+        warnings += notes
     if not reasons:
         return GateResult(True, "", (), tuple(warnings))
     more = f" (+{len(reasons) - 1} more)" if len(reasons) > 1 else ""

@@ -276,11 +276,11 @@ def _shipped_files() -> list[tuple[str, str]]:
         raise SignatureError(f"probes/: cannot read the shipped signatures: {error}") from None
 
 
-def load(extra_dirs: tuple[str, ...] = (), include_shipped: bool = True) -> tuple[Signature, ...]:
-    """The shipped signatures, then each extra directory's. A later file with an id already
-    loaded replaces it (an admin overriding a shipped signature); two files with one id in
-    the same directory are an error."""
-    by_id: dict[str, Signature] = {}
+def read_sources(
+    extra_dirs: tuple[str, ...] = (), include_shipped: bool = True
+) -> list[list[tuple[str, str]]]:
+    """The files ``load`` parses: per source in order (the shipped ones, then each extra
+    directory), (name for messages, text) of each file, sorted by name."""
     sources = [_shipped_files()] if include_shipped else []
     for directory in extra_dirs:
         if not os.path.isdir(directory):
@@ -289,6 +289,14 @@ def load(extra_dirs: tuple[str, ...] = (), include_shipped: bool = True) -> tupl
             sources.append(_directory_files(directory))
         except OSError as error:
             raise SignatureError(f"{directory}: cannot read: {error}") from None
+    return sources
+
+
+def build(sources: list[list[tuple[str, str]]]) -> tuple[Signature, ...]:
+    """Parse ``read_sources``'s files. A later file with an id already loaded replaces it (an
+    admin overriding a shipped signature); two files with one id in the same source are an
+    error."""
+    by_id: dict[str, Signature] = {}
     for files in sources:
         seen_here: dict[str, str] = {}
         for path_text, text in files:
@@ -299,3 +307,9 @@ def load(extra_dirs: tuple[str, ...] = (), include_shipped: bool = True) -> tupl
             seen_here[signature.id] = path_text
             by_id[signature.id] = signature
     return tuple(sorted(by_id.values(), key=lambda s: s.id))
+
+
+def load(extra_dirs: tuple[str, ...] = (), include_shipped: bool = True) -> tuple[Signature, ...]:
+    """The shipped signatures, then each extra directory's, parsed (``build``).
+    netaudit.sigcache.load gives the same through a cache of the compiled form."""
+    return build(read_sources(extra_dirs, include_shipped))
