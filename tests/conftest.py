@@ -29,3 +29,13 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         for marker, reason in reasons.items():
             if reason and item.get_closest_marker(marker):
                 item.add_marker(pytest.mark.skip(reason=reason))
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # The gate caches compiled signatures under $XDG_CACHE_HOME (else /var/cache/netaudit as
+    # root): the suite's runs, and the processes they start, keep theirs in a directory of the
+    # session's own instead of the machine's.
+    if "XDG_CACHE_HOME" not in os.environ:
+        import tempfile
+
+        os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="netaudit-test-cache-")
