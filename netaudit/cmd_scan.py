@@ -11,14 +11,16 @@ import argparse
 import time
 from dataclasses import replace
 from datetime import UTC, datetime
+from typing import IO, TYPE_CHECKING
 
-from netaudit import docparse, inventory_json, jsonout, options
-from netaudit.audit import gaps
+from netaudit import docparse, options
 from netaudit.audit import settings as scan_settings
-from netaudit.config import Config
-from netaudit.environment import Environment
-from netaudit.models import Inventory, Report
 from netaudit.status import ExitStatus
+
+if TYPE_CHECKING:
+    from netaudit.config import Config
+    from netaudit.environment import Environment
+    from netaudit.models import Inventory, Report
 
 # A bundle of 4,096 nodes is ~0.5 GB; past 2 GiB, split the scan.
 INVENTORY_LIMIT_BYTES = 2 << 30
@@ -47,16 +49,34 @@ def resolve(args: argparse.Namespace, config: Config) -> scan_settings.ScanSetti
 
 
 def load_inventories(paths: list[str], env: Environment) -> list[Inventory]:
-    """Every --inventory file ('-' reads stdin); a malformed one stops the run (exit 2)."""
+    """Every --inventory file ('-' reads stdin); a malformed one stops the run (exit 2).
+
+    One document at a time: parsed, validated, and its equal parts shared with those read
+    before it (intake.Sharing), before the next is parsed."""
+    from netaudit import inventory_json
+    from netaudit.audit.intake import Sharing
     from netaudit.audit.run import long_lived_objects
 
-    documents = docparse.load_inventory_documents(paths, env.stdin, INVENTORY_LIMIT_BYTES)
+    documents = docparse.iter_inventory_documents(paths, env.stdin, INVENTORY_LIMIT_BYTES)
+    sharing = Sharing()
     with long_lived_objects():
-        return [inventory_json.from_json(document, label) for label, document in documents]
+        return [sharing.compact(inventory_json.from_json(document, label)) for label, document in documents]
+
+
+def write_report(report: Report, fmt: str, stream: IO[str]) -> None:
+    """What ``render`` returns, written to ``stream``: JSON as it is encoded, one endpoint
+    after another, so a cluster's report is never held whole."""
+    if fmt == "json":
+        from netaudit.report import report_json
+
+        report_json.write(report, stream)
+    else:
+        stream.write(render(report, fmt))
 
 
 def render(report: Report, fmt: str) -> str:
     if fmt == "json":
+        from netaudit import jsonout
         from netaudit.report import report_json
 
         return jsonout.dumps(report_json.to_json(report), len(report.endpoints))
@@ -74,6 +94,7 @@ def render(report: Report, fmt: str) -> str:
 
 
 def run(args: argparse.Namespace, config: Config, fmt: str, env: Environment) -> ExitStatus:
+    from netaudit.audit import gaps
     from netaudit.audit import run as audit_run
     from netaudit.audit import sinks as sink_module
 
@@ -101,7 +122,7 @@ def run(args: argparse.Namespace, config: Config, fmt: str, env: Environment) ->
     status = gaps.exit_status(report)
     for problem in sinks.write(report, status, hosts):
         env.warn(problem)
-    env.stdout.write(render(report, fmt))
+    write_report(report, fmt, env.stdout)
     env.stdout.flush()
     # Last: a run that could not write its outputs must not make its findings "unchanged".
     sinks.save_baseline(report, state)

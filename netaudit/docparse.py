@@ -17,7 +17,7 @@ import re
 import sys
 import tomllib
 from array import array
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from itertools import accumulate
 from typing import IO, NoReturn
 
@@ -74,16 +74,18 @@ def _bracket_depth(brackets: bytes) -> int:
 def json_depth(raw: bytes) -> int:
     """How deep the arrays and objects of the JSON text ``raw`` nest (0 when at most
     MAX_DEPTH brackets open in all, whatever their nesting)."""
-    if raw.count(b"[") + raw.count(b"{") <= MAX_DEPTH:
-        return 0
     # Brackets inside strings do not nest. Backslashes pair from the left, so dropping each
     # escaped backslash and then each escaped quote leaves exactly the quotes that open or
     # close strings; keeping only quotes and brackets, every odd piece between quotes is a
     # string's content. All at C speed: a regex over the text cost half of json.loads again.
-    unescaped = raw.replace(b"\\\\", b"").replace(b'\\"', b"")
+    # A document without a backslash (a node's inventory, mostly) skips the two copies.
+    unescaped = raw.replace(b"\\\\", b"").replace(b'\\"', b"") if b"\\" in raw else raw
+    structure = unescaped.translate(None, _NOT_STRUCTURE)
+    if structure.count(b"[") + structure.count(b"{") <= MAX_DEPTH:
+        return 0
     # Two adjacent quotes end one string and open the next (or hold an empty one): dropping
     # them keeps every other quote's parity, and leaves few pieces to split in a real document.
-    structure = unescaped.translate(None, _NOT_STRUCTURE).replace(b'""', b"")
+    structure = structure.replace(b'""', b"")
     return _bracket_depth(b"".join(structure.split(b'"')[::2]))
 
 
@@ -124,6 +126,11 @@ def parse_json(data: bytes | bytearray | str, source: str, error: type[InputErro
     refuses, and for nesting deeper than MAX_DEPTH, integers past Python's digit limit,
     NaN/Infinity and bytes that are not UTF-8.
     """
+    return _loads(_checked_text(data, source, error), source, error)
+
+
+def _checked_text(data: bytes | bytearray | str, source: str, error: type[InputError]) -> str:
+    """``data`` as text, refused (as parse_json says) when it is not UTF-8 or nests too deep."""
     if isinstance(data, str):
         text = data
         raw = data.encode("utf-8", "surrogatepass")
@@ -135,6 +142,10 @@ def parse_json(data: bytes | bytearray | str, source: str, error: type[InputErro
             raise error(f"{source}: not JSON: not UTF-8 text (byte {problem.start})") from None
     if json_depth(raw) > MAX_DEPTH:
         raise error(f"{source}: not JSON: {_TOO_DEEP}")
+    return text
+
+
+def _loads(text: str, source: str, error: type[InputError]) -> object:
     try:
         return json.loads(text, parse_constant=_reject_constant)
     except json.JSONDecodeError as problem:
@@ -144,6 +155,44 @@ def parse_json(data: bytes | bytearray | str, source: str, error: type[InputErro
     except ValueError as problem:  # int digits, NaN
         why = _number_message(problem) or str(problem).splitlines()[0]
         raise error(f"{source}: not JSON: {why}") from None
+
+
+_WHITESPACE = re.compile(r"[ \t\n\r]*")  # what the json module skips between values
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+
+
+def _skip(text: str, position: int) -> int:
+    """The position of the first character at or after ``position`` that is not whitespace."""
+    found = _WHITESPACE.match(text, position)
+    return found.end() if found else position
+
+
+def _elements(text: str, start: int, source: str, error: type[InputError]) -> Iterator[object]:
+    """The values of the JSON array that opens at ``text[start]``, decoded one at a time: a
+    bundle of 4,096 inventories parsed whole held gigabytes until its last one was read.
+
+    Whatever the array gets wrong, past the values already given, is reported by parsing
+    the whole text as parse_json does: the same error, in the same words."""
+    skip = _skip
+    position = skip(text, start + 1)
+    if not text.startswith("]", position):
+        while True:
+            try:
+                value, position = _DECODER.raw_decode(text, position)
+            except (ValueError, RecursionError):
+                break
+            yield value
+            position = skip(text, position)
+            if text.startswith(",", position):
+                position = skip(text, position + 1)
+                continue
+            if text.startswith("]", position) and skip(text, position + 1) == len(text):
+                return
+            break
+    elif skip(text, position + 1) == len(text):
+        return
+    _loads(text, source, error)  # raises: the array is not well formed
+    raise error(f"{source}: not JSON: a list of documents that does not end where it should")
 
 
 def parse_toml(text: str | bytes, source: str, error: type[InputError]) -> dict[str, object]:
@@ -184,12 +233,24 @@ def read_error(path: str, problem: OSError, error: type[InputError]) -> InputErr
 def load_inventory_documents(
     paths: Sequence[str], stdin: IO[str] | IO[bytes], limit_bytes: int
 ) -> list[tuple[str, object]]:
+    """Every document of ``iter_inventory_documents``, in a list."""
+    return list(iter_inventory_documents(paths, stdin, limit_bytes))
+
+
+def iter_inventory_documents(
+    paths: Sequence[str], stdin: IO[str] | IO[bytes], limit_bytes: int
+) -> Iterator[tuple[str, object]]:
     """(label, parsed JSON) of every --inventory file, in order; '-' reads ``stdin``.
 
     A file holding a JSON list is a bundle (what the central run of a fan-out sends its
     scanning peers): each element is its own document, labelled ``name[index]``. Every file
     is read through safeio.read_document (regular files only, at most ``limit_bytes``).
     Pass each pair to ``inventory_json.from_json(document, label)``.
+
+    One document is parsed at a time, as the caller asks for it, a bundle's too (after its
+    text is checked whole): 4,096 parsed inventories held at once took gigabytes that their
+    validated form does not need. A bundle whose list is malformed after some documents has
+    already given those; its error is the one json.loads gives for the whole text.
 
     Raises:
         InventoryError: a file that cannot be read, is not a regular file, is larger than
@@ -198,7 +259,6 @@ def load_inventory_documents(
     # Here, not at the top: config and the gate's imports stay free of the inventory reader.
     from netaudit.inventory_json import InventoryError
 
-    loaded: list[tuple[str, object]] = []
     has_read_stdin = False
     for path in paths:
         name = "<stdin>" if path == "-" else path
@@ -212,9 +272,12 @@ def load_inventory_documents(
                 raw = safeio.read_document(path, limit_bytes)
         except OSError as problem:
             raise read_error(name, problem, InventoryError) from None
-        data = parse_json(raw, name, InventoryError)
-        if isinstance(data, list):
-            loaded.extend((f"{name}[{index}]", document) for index, document in enumerate(data))
+        text = _checked_text(raw, name, InventoryError)
+        del raw
+        start = _skip(text, 0)
+        if text.startswith("[", start):
+            for index, document in enumerate(_elements(text, start, name, InventoryError)):
+                yield f"{name}[{index}]", document
         else:
-            loaded.append((name, data))
-    return loaded
+            yield name, _loads(text, name, InventoryError)
+        del text

@@ -149,25 +149,24 @@ def build(
         by_ns = node_addresses(inventory)
         for address, port in _canary_candidates(inventory, by_ns).items():
             canaries.setdefault(address, port)
+        host = inventory.host
+        # Every listener of a namespace answers on the same few addresses: which of them
+        # are this node's and in scope is asked once per address, not once per listener.
+        kept: dict[tuple[int, str], bool] = {}
         for listener in inventory.listeners:
             if listener.classification is None:
                 continue
-            for address in answering_addresses(listener, by_ns.get(listener.netns, [])):
-                if scope.owners.get(address) != (inventory.host, listener.netns):
-                    continue  # attributed to another node, or to none
-                if not scope.includes(inventory.host, address):
-                    continue
-                endpoints.append(
-                    Endpoint(
-                        host=inventory.host,
-                        address=address,
-                        family=_family(address),
-                        port=listener.port,
-                        listener=listener,
-                        inventory_age_s=age_s,
-                        is_outside_address=is_outside(address),
-                    )
-                )
+            netns = listener.netns
+            for address in answering_addresses(listener, by_ns.get(netns, [])):
+                is_kept = kept.get((netns, address))
+                if is_kept is None:
+                    is_kept = kept[(netns, address)] = scope.owners.get(address) == (
+                        host, netns) and scope.includes(host, address)  # fmt: skip
+                if is_kept:
+                    endpoints.append(
+                        Endpoint(host, address, _family(address), listener.port, listener, age_s,
+                                 is_outside(address))
+                    )  # fmt: skip
     planned = len(endpoints) + len(scope.sweep) * len(rules.default_ports)
     if planned > rules.max_endpoints:
         raise TargetError(
@@ -175,27 +174,25 @@ def build(
             f"{len(scope.sweep):,} swept addresses x {len(rules.default_ports)} ports), more than "
             f"scan.max_endpoints = {rules.max_endpoints:,}: narrow the targets or the ports"
         )
-    for host, address in scope.sweep:
-        for port in rules.default_ports:
-            endpoints.append(
-                Endpoint(
-                    host=host,
-                    address=address,
-                    family=_family(address),
-                    port=port,
-                    listener=None,
-                    inventory_age_s=None,
-                    is_outside_address=is_outside(address),
-                )
-            )
+    for sweep_host, address in scope.sweep:
+        family, is_out = _family(address), is_outside(address)
+        endpoints.extend(
+            Endpoint(sweep_host, address, family, port, None, None, is_out) for port in rules.default_ports
+        )
     endpoints, conflicts = _deduplicated(endpoints)
     notes += conflicts
     probes, canary_ports, untestable = _probes(endpoints, sources, rules, canaries)
-    handshakes = {
-        index: name
-        for index, endpoint in enumerate(endpoints)
-        if (name := handshake_for(endpoint, signatures, rules.max_inventory_age_s)) is not None
-    }
+    plain: dict[int, str | None] = {}  # a swept address's port -> its handshake: one answer per port
+    handshakes: dict[int, str] = {}
+    for index, endpoint in enumerate(endpoints):
+        if endpoint.listener is None:
+            if endpoint.port not in plain:
+                plain[endpoint.port] = handshake_for(endpoint, signatures, rules.max_inventory_age_s)
+            name = plain[endpoint.port]
+        else:
+            name = handshake_for(endpoint, signatures, rules.max_inventory_age_s)
+        if name is not None:
+            handshakes[index] = name
     return Plan(
         endpoints=tuple(endpoints),
         probes=tuple(probes),
@@ -237,7 +234,16 @@ def _deduplicated(endpoints: list[Endpoint]) -> tuple[list[Endpoint], list[str]]
             f"{endpoint.text} is claimed by two listeners ({_claim(kept)}; {_claim(endpoint)}): "
             f"handled as {found.service if found else 'an unknown service'}, the stricter"
         )
-    ordered = sorted(seen.values(), key=lambda e: (e.host, e.family, _packed(e.address), e.port))
+    packed: dict[str, bytes] = {}  # one inet_pton per address, not per port
+
+    def order(endpoint: Endpoint) -> tuple[str, Family, bytes, int]:
+        address = endpoint.address
+        key = packed.get(address)
+        if key is None:
+            key = packed[address] = _packed(address)
+        return (endpoint.host, endpoint.family, key, endpoint.port)
+
+    ordered = sorted(seen.values(), key=order)
     return ordered, conflicts
 
 

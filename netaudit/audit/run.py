@@ -107,9 +107,22 @@ def _local_addresses() -> frozenset[str]:
     return frozenset(item.address for item in netlink.interface_addresses())
 
 
-def _scan(request: Request, inventories: list[Inventory], now: datetime, notes: list[str]) -> Report:
-    from netaudit.scan import connectscan, synscan
+def _raw_available(is_dry_run: bool) -> bool:
+    """Whether this process may open raw IP sockets. A dry run asks the kernel itself, as
+    ``synscan.raw_available`` does, so that its plan names the methods a real run would use
+    without importing the engine (a sixth of a dry run's imports)."""
+    if not is_dry_run:
+        from netaudit.scan import synscan
 
+        return synscan.raw_available()
+    try:
+        socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_TCP).close()
+    except OSError:
+        return False
+    return True
+
+
+def _scan(request: Request, inventories: list[Inventory], now: datetime, notes: list[str]) -> Report:
     scan = request.scan
     admitted = intake.admit(inventories, request.signatures)
     hosts = {inventory.host for inventory in admitted.inventories}
@@ -117,7 +130,7 @@ def _scan(request: Request, inventories: list[Inventory], now: datetime, notes: 
     expand = not admitted.inventories and not request.config.fanout.method
     the_scope = scope.derive(admitted.inventories, named, scan.max_targets, expand_networks=expand)
     sources = vantage.resolve(scan.sources, request.intended)
-    is_raw = synscan.raw_available()
+    is_raw = _raw_available(request.is_dry_run)
     rules = plan.Rules(
         intended=request.intended,
         default_ports=scan.ports,
@@ -156,9 +169,12 @@ def _scan(request: Request, inventories: list[Inventory], now: datetime, notes: 
     findings: tuple[Finding, ...] = ()
     if request.is_dry_run:
         mode = "dry-run"
-        endpoints = _dry_run(the_plan, host)
+        with long_lived_objects():
+            endpoints = _dry_run(the_plan, host)
         probes_sent, interrupted = 0, False
     else:
+        from netaudit.scan import connectscan, synscan
+
         mode = "syn" if is_raw else "connect"
         if not is_raw:
             request.warn("no raw-socket privilege (CAP_NET_RAW): connect() mode, unsafe targets not tested")
@@ -226,18 +242,31 @@ def scan_limits(scan: ScanSettings) -> ScanLimits:
 
 
 def _dry_run(the_plan: plan.Plan, vantage_host: str) -> tuple[Endpoint, ...]:
-    """The plan as endpoints whose attempts say what would be sent and how."""
+    """The plan as endpoints whose attempts say what would be sent and how.
+
+    Attempts are frozen values and a plan's are a handful (source, method, reason, local
+    path or not), so equal ones are one object: a cluster's plan has 170,000 of them."""
     attempts: dict[int, list[Attempt]] = {}
+    made: dict[tuple[str, Method, str | None, bool], Attempt] = {}
+    local_addresses = the_plan.local_addresses
     for probe in the_plan.probes:
-        is_local = probe.spec.address in the_plan.local_addresses
-        reason = probe.reason or f"dry run: would send {probe.method.value}"
-        attempts.setdefault(probe.endpoint, []).append(
-            Attempt(probe.spec.source, PortState.NOT_TESTED, probe.method, reason, None, is_local, False)
-        )
+        spec = probe.spec
+        key = (spec.source, probe.method, probe.reason, spec.address in local_addresses)
+        attempt = made.get(key)
+        if attempt is None:
+            reason = probe.reason or f"dry run: would send {probe.method.value}"
+            attempt = made[key] = Attempt(spec.source, PortState.NOT_TESTED, probe.method, reason, None,
+                                          key[3], False)  # fmt: skip
+        listed = attempts.get(probe.endpoint)
+        if listed is None:
+            attempts[probe.endpoint] = [attempt]
+        else:
+            listed.append(attempt)
     for index, reason in the_plan.untestable.items():
         attempts[index] = [execute.untestable_attempt(reason, vantage_host)]
+    none: tuple[Attempt, ...] = ()
     return tuple(
-        with_attempts(endpoint, tuple(attempts.get(index, ())))
+        with_attempts(endpoint, tuple(listed) if (listed := attempts.get(index)) else none)
         for index, endpoint in enumerate(the_plan.endpoints)
     )
 
