@@ -8,6 +8,13 @@ verdict is checked against the truth; nft counters in the target count the SYNs.
 
     python bench/syn_engine_smoke.py                 # 64 hosts x 16 ports
     python bench/syn_engine_smoke.py --hosts 1024    # 16,384 probes
+    python bench/syn_engine_smoke.py --hosts 1024 --runs 9 --configs adaptive,connect \
+        --baseline /tmp/base                         # paired A/B against another checkout
+
+``--baseline DIR`` names another checkout's root (``git worktree add /tmp/base HEAD``, or
+``git archive HEAD netaudit | tar -x -C /tmp/base``): every run of this tree is paired with
+a run of that one, in alternating order, and the table adds the paired ratios. On a shared
+machine the ratios and the scan's CPU (user and sys apart) say more than single wall times.
 
 Only 198.18.0.0/15 is used, inside namespaces this script creates and always deletes.
 """
@@ -19,6 +26,7 @@ import json
 import os
 import random
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -124,6 +132,7 @@ def inside(hosts: int, limits: dict[str, object]) -> None:
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     expected = truth(hosts)
     specs = [ProbeSpec(SCAN_V4, h, p) for h, p in expected]
+    before = resource.getrusage(resource.RUSAGE_SELF)
     scan_started = time.monotonic()
     scanned = engine(specs, ScanLimits(**limits))  # type: ignore[arg-type]
     results = {(o.spec.address, o.spec.port): o.state.value for o in scanned}
@@ -139,6 +148,9 @@ def inside(hosts: int, limits: dict[str, object]) -> None:
                 # CPU of the whole process (imports included): robust to a busy machine,
                 # unlike wall time, and the part of the cost that is ours.
                 "cpu_s": usage.ru_utime + usage.ru_stime,
+                # The scan's own CPU, Python (user) and the kernel's packet work (sys) apart.
+                "scan_user_s": usage.ru_utime - before.ru_utime,
+                "scan_sys_s": usage.ru_stime - before.ru_stime,
             }
         )
     )
@@ -146,6 +158,11 @@ def inside(hosts: int, limits: dict[str, object]) -> None:
 
 CONFIGS = {
     "fixed 1 s, no retry": {"timeout_s": 1.0, "retries": 0, "is_adaptive": False},
+    "scan_bench's adaptive (0.5 s, floor 0.1 s) + 1 retry": {
+        "timeout_s": 0.5,
+        "min_timeout_s": 0.1,
+        "retries": 1,
+    },
     "adaptive (1 s, floor 0.1 s) + 1 retry": {"timeout_s": 1.0, "min_timeout_s": 0.1, "retries": 1},
     "defaults (2000/s, 64/host, 1 s adaptive, 1 retry)": {},
     "connect scan, adaptive (1 s, floor 0.1 s) + 1 retry": {
@@ -157,11 +174,50 @@ CONFIGS = {
 }
 
 
+def _one_run(prefix: str, hosts: int, limits: dict[str, object], tree: Path) -> dict[str, float]:
+    before = syn_counter(prefix)
+    started = time.monotonic()
+    out = sh(
+        "ip", "netns", "exec", f"{prefix}-scan", "env", f"PYTHONPATH={tree}",
+        sys.executable, __file__, "--hosts", str(hosts), "--inside", json.dumps(limits),
+    )  # fmt: skip
+    result: dict[str, float] = json.loads(out)
+    result["wall_s"] = time.monotonic() - started
+    result["syns"] = syn_counter(prefix) - before
+    return result
+
+
+def _line(name: str, runs: list[dict[str, float]], probes: int) -> str:
+    def median(key: str) -> float:
+        return statistics.median(r[key] for r in runs)
+
+    scans = [r["scan_s"] for r in runs]
+    return (
+        f"{name:58s} scan {median('scan_s'):.3f} s ({min(scans):.3f}-{max(scans):.3f})  "
+        f"{probes / median('scan_s'):7.0f} probes/s  scan CPU user {median('scan_user_s'):.3f} "
+        f"sys {median('scan_sys_s'):.3f}  process {median('process_s'):.3f} s  "
+        f"SYNs {median('syns'):.0f}  accuracy {min(r['accuracy'] for r in runs):.3f} "
+        f"(median of {len(runs)})"
+    )
+
+
+def _ratio(key: str, runs: list[dict[str, float]], base: list[dict[str, float]]) -> str:
+    ratios = [r[key] / b[key] for r, b in zip(runs, base, strict=True) if b[key] > 0]
+    if not ratios:
+        return f"{key} —"
+    return f"{key} {statistics.median(ratios):.2f}x ({min(ratios):.2f}-{max(ratios):.2f})"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--hosts", type=int, default=64)
     parser.add_argument("--rate", type=float, default=1e6, help="rate_per_s for the fast configs")
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument(
+        "--configs",
+        help="comma-separated words; only the configurations whose name contains one of them",
+    )
+    parser.add_argument("--baseline", type=Path, help="another checkout's root, run paired with this one")
     parser.add_argument("--inside", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.inside is not None:
@@ -170,37 +226,39 @@ def main() -> int:
     if os.geteuid() != 0:
         print("needs root (network namespaces, raw sockets)", file=sys.stderr)
         return 2
+    if args.baseline is not None and not (args.baseline / "netaudit" / "scan").is_dir():
+        print(f"--baseline {args.baseline}: no netaudit/scan there", file=sys.stderr)
+        return 2
+    words = [w for w in (args.configs or "").split(",") if w]
+    chosen = {n: c for n, c in CONFIGS.items() if not words or any(w in n for w in words)}
     expected = truth(args.hosts)
     prefix = f"nabench{os.getpid()}"
     listener = None
     try:
         listener = build(prefix, args.hosts, expected)
         print(f"{args.hosts} hosts x {len(PORTS)} ports = {len(expected)} probes")
-        for name, config in CONFIGS.items():
+        for name, config in chosen.items():
             limits = dict(config)
             if limits:
                 limits.setdefault("rate_per_s", args.rate)
-            runs = []
-            for _ in range(args.runs):
-                before = syn_counter(prefix)
-                started = time.monotonic()
-                out = sh(
-                    "ip", "netns", "exec", f"{prefix}-scan", "env", f"PYTHONPATH={REPO}",
-                    sys.executable, __file__, "--hosts", str(args.hosts), "--inside", json.dumps(limits),
-                )  # fmt: skip
-                wall = time.monotonic() - started
-                result = json.loads(out)
-                result["wall_s"] = wall
-                result["syns"] = syn_counter(prefix) - before
-                runs.append(result)
-            runs.sort(key=lambda r: r["scan_s"])
-            median = runs[len(runs) // 2]
-            print(
-                f"{name:52s} scan {median['scan_s']:.3f} s  process {median['process_s']:.3f} s  "
-                f"{len(expected) / median['scan_s']:8.0f} probes/s  cpu {median['cpu_s']:.3f} s  "
-                f"SYNs {median['syns']}  "
-                f"accuracy {min(r['accuracy'] for r in runs):.3f} (median of {len(runs)})"
-            )
+            runs: list[dict[str, float]] = []
+            base: list[dict[str, float]] = []
+            for index in range(args.runs):
+                if args.baseline is None:
+                    runs.append(_one_run(prefix, args.hosts, dict(limits), REPO))
+                    continue
+                # Alternate which goes first, so that neither always runs on a warmer machine.
+                pair = [(runs, REPO), (base, args.baseline)]
+                for found, tree in pair if index % 2 == 0 else pair[::-1]:
+                    found.append(_one_run(prefix, args.hosts, dict(limits), tree))
+            print(_line(name, runs, len(expected)))
+            if base:
+                print(_line("  baseline", base, len(expected)))
+                keys = ("scan_s", "scan_user_s", "scan_sys_s")
+                print(
+                    "  this / baseline, paired median (min-max): "
+                    + "; ".join(_ratio(k, runs, base) for k in keys)
+                )
     finally:
         if listener is not None:
             listener.kill()
