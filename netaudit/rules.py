@@ -47,5 +47,13 @@ RULES: dict[str, RuleInfo] = {
         RuleInfo("NA012", "open port on a PyTorch default port, service not confirmed", Severity.LOW),
         RuleInfo("NA020", "potentially exposed (static analysis, not yet proven)", Severity.MEDIUM),
         RuleInfo("NA030", "stale exposed listener: no active Slurm job owns it", Severity.HIGH),
+        RuleInfo("NA040", "ZeroMQ socket reachable from outside", Severity.CRITICAL),
+        RuleInfo("NA041", "Jupyter Server reachable from outside", Severity.CRITICAL),
+        RuleInfo("NA042", "TensorBoard reachable from outside", Severity.MEDIUM),
+        RuleInfo("NA043", "MLflow tracking server reachable from outside", Severity.HIGH),
+        RuleInfo("NA044", "Ray dashboard / Jobs API reachable from outside", Severity.CRITICAL),
+        RuleInfo("NA045", "TorchServe API reachable from outside", None),
+        RuleInfo("NA046", "Horovod rendezvous server reachable from outside", Severity.CRITICAL),
+        RuleInfo("NA047", "NCCL RAS client port reachable from outside", Severity.HIGH),
     )
 }

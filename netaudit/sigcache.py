@@ -32,7 +32,7 @@ from typing import Any
 
 from netaudit import __version__, signatures
 from netaudit.models import Confidence, Severity
-from netaudit.signatures import PortSource, Predicates, Rule, Signature
+from netaudit.signatures import Exchange, PortSource, Predicates, Rule, Signature
 
 try:
     # The C module hashlib takes BLAKE2 from, without hashlib's OpenSSL load (3 ms of a gate).
@@ -197,7 +197,9 @@ def decode(data: bytes, key: str) -> tuple[Signature, ...]:
     items = json.loads(payload)
     if type(items) is not list:
         raise _Corrupt("payload")
-    return tuple(_signature(item) for item in items)
+    found = tuple(_signature(item) for item in items)
+    signatures.declare_exchanges(found)  # as parsing does: the engine sends only what is loaded
+    return found
 
 
 def _pairs(pairs: tuple[tuple[str, str], ...] | None) -> list[list[str]] | None:
@@ -249,7 +251,32 @@ def _signature_plain(item: Signature) -> dict[str, Any]:
             for rule in item.rules
         ],
         "path": item.path,
+        "exchange": _exchange_plain(item.exchange),
     }
+
+
+def _exchange_plain(exchange: Exchange | None) -> dict[str, Any] | None:
+    if exchange is None:
+        return None
+    return {
+        "signature_id": exchange.signature_id,
+        "service": exchange.service,
+        "protocol": exchange.protocol,
+        "method": exchange.method,
+        "path": exchange.path,
+        "payload": exchange.payload.hex(),
+        "read_cap_bytes": exchange.read_cap_bytes,
+        "expect": _pattern_text(exchange.expect),
+        "expect_prefix": None if exchange.expect_prefix is None else exchange.expect_prefix.hex(),
+        "version": _pattern_text(exchange.version),
+        "status": exchange.status,
+        "auth_status": exchange.auth_status,
+        "auth_expect": _pattern_text(exchange.auth_expect),
+    }
+
+
+def _pattern_text(pattern: re.Pattern[str] | None) -> str | None:
+    return None if pattern is None else pattern.pattern
 
 
 def _check(value: Any, kind: type) -> Any:
@@ -339,11 +366,46 @@ def _rule(value: Any) -> Rule:
     )
 
 
+def _optional_pattern(value: Any) -> re.Pattern[str] | None:
+    return None if value is None else re.compile(_check(value, str))
+
+
+def _optional_hex(value: Any) -> bytes | None:
+    return None if value is None else bytes.fromhex(_check(value, str))
+
+
+def _exchange(value: Any) -> Exchange | None:
+    if value is None:
+        return None
+    table = _check(value, dict)
+    method, path = table["method"], table["path"]
+    return Exchange(
+        signature_id=_check(table["signature_id"], str),
+        service=_check(table["service"], str),
+        protocol=_check(table["protocol"], str),
+        method=None if method is None else _check(method, str),
+        path=None if path is None else _check(path, str),
+        payload=bytes.fromhex(_check(table["payload"], str)),
+        read_cap_bytes=_check(table["read_cap_bytes"], int),
+        expect=_optional_pattern(table["expect"]),
+        expect_prefix=_optional_hex(table["expect_prefix"]),
+        version=_optional_pattern(table["version"]),
+        status=_ints(table["status"]),
+        auth_status=_ints(table["auth_status"]),
+        auth_expect=_optional_pattern(table["auth_expect"]),
+    )
+
+
 def _signature(value: Any) -> Signature:
     table = _check(value, dict)
     handshake = table["handshake"]
-    if handshake is not None and (_check(handshake, str) == "none" or handshake not in signatures.HANDSHAKES):
+    if handshake is not None and not signatures.is_handshake_name(_check(handshake, str)):
         raise _Corrupt("handshake")
+    exchange = _exchange(table["exchange"])
+    if (exchange.name if exchange is not None else None) != (
+        handshake if handshake is not None and handshake.startswith(signatures.EXCHANGE_PREFIX) else None
+    ):
+        raise _Corrupt("exchange")
     return Signature(
         id=_check(table["id"], str),
         service=_check(table["service"], str),
@@ -359,4 +421,5 @@ def _signature(value: Any) -> Signature:
         thread_notes=_pairs_of(table["thread_notes"]),
         rules=tuple(_rule(item) for item in _check(table["rules"], list)),
         path=_check(table["path"], str),
+        exchange=exchange,
     )

@@ -10,9 +10,11 @@ must hold. docs/signatures.md documents the format.
 
 from __future__ import annotations
 
+import importlib
 import os
 import re
 from dataclasses import dataclass
+from typing import Any
 
 from netaudit import docparse, safeio
 from netaudit.models import Confidence, Severity
@@ -20,7 +22,10 @@ from netaudit.typedread import InputError, Table
 
 SCHEMA = 1
 SIGNATURE_LIMIT_BYTES = 1 << 20  # the shipped files are under 4 KiB each
-HANDSHAKES = frozenset({"none", "tcpstore-ping", "http-get-root"})
+# "exchange": the signature's own [exchange] table, run by netaudit.scan.exchange under the
+# name ``exchange:<signature id>`` (EXCHANGE_PREFIX).
+HANDSHAKES = frozenset({"none", "tcpstore-ping", "http-get-root", "exchange"})
+EXCHANGE_PREFIX = "exchange:"
 BIND_SCOPES = frozenset(
     {
         "wildcard", "dual-stack", "ipv4-wildcard", "ipv6-wildcard",
@@ -32,6 +37,13 @@ _ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,47}$")
 _RULE_ID = re.compile(r"^NA\d{3}$")
 _ENV_NAME = re.compile(r"^[A-Z_][A-Z0-9_]{0,63}$")
 _OPTION = re.compile(r"^--?[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+_HTTP_PATH = re.compile(r"^/[A-Za-z0-9._~/-]{0,200}$")
+# A declared pattern is searched in at most MAX_READ_CAP_BYTES of a stranger's answer: every
+# quantifier must be bounded, none nested, and the product of their bounds small, so that a
+# search costs at most (window x that product) steps whatever the answer holds.
+_PATTERN_LIMIT_CHARS = 512
+_PATTERN_REPEAT_MAX = 256
+_PATTERN_COST_MAX = 100_000
 
 
 class SignatureError(InputError):
@@ -82,6 +94,49 @@ class Rule:
 
 
 @dataclass(frozen=True, slots=True)
+class Exchange:
+    """A read-only exchange declared in a signature's [exchange] table (docs/signatures.md).
+
+    Attributes:
+        protocol: "http" (one GET of ``path``, the request written by the engine), "zmtp"
+            or "bytes" (``payload`` sent as it is).
+        payload: the exact bytes of a zmtp or bytes exchange; empty for http.
+        expect: searched in the first ``read_cap_bytes`` of the answer, as latin-1 text.
+        expect_prefix: the answer must start with these bytes.
+        version: group 1 is the version the answer carries.
+        status: http: the statuses that confirm the service when ``expect`` matches.
+        auth_status / auth_expect: http: an answer that proves the service with
+            authentication on (Ray's 401): confirmed, and the detail says so.
+    """
+
+    signature_id: str
+    service: str
+    protocol: str
+    method: str | None
+    path: str | None
+    payload: bytes
+    read_cap_bytes: int
+    expect: re.Pattern[str] | None
+    expect_prefix: bytes | None
+    version: re.Pattern[str] | None
+    status: tuple[int, ...]
+    auth_status: tuple[int, ...]
+    auth_expect: re.Pattern[str] | None
+
+    @property
+    def name(self) -> str:
+        """The handshake name classifications and scan plans carry."""
+        return f"{EXCHANGE_PREFIX}{self.signature_id}"
+
+
+def is_handshake_name(name: str) -> bool:
+    """A handshake a loaded signature may name: a built-in or ``exchange:<signature id>``."""
+    if name.startswith(EXCHANGE_PREFIX):
+        return bool(_ID.match(name[len(EXCHANGE_PREFIX) :]))
+    return name in HANDSHAKES and name not in ("none", "exchange")
+
+
+@dataclass(frozen=True, slots=True)
 class Signature:
     id: str
     service: str
@@ -97,6 +152,7 @@ class Signature:
     thread_notes: tuple[tuple[str, str], ...]
     rules: tuple[Rule, ...]
     path: str
+    exchange: Exchange | None = None  # set when handshake is "exchange:<id>"
 
     def thread_note(self, name: str) -> str | None:
         return dict(self.thread_notes).get(name)
@@ -191,6 +247,123 @@ def _rule(reader: Table) -> Rule:
     return Rule(variant, confidence, priority, description, when, any_of, limit)
 
 
+def _pattern_cost(parsed: object, nested: bool) -> int:
+    """The product of the bounds of the quantifiers in a parsed pattern; raises ValueError for
+    an unbounded or nested quantifier."""
+    # re's own parser (CPython 3.11+ re/_parser.py, re/_constants.py): what the engine will run.
+    constants: Any = importlib.import_module("re._constants")
+    cost = 1
+    for op, value in parsed:  # type: ignore[attr-defined]
+        if op in (constants.MAX_REPEAT, constants.MIN_REPEAT, constants.POSSESSIVE_REPEAT):
+            _low, high, sub = value
+            if high > _PATTERN_REPEAT_MAX:
+                raise ValueError(
+                    f"every quantifier needs a bound of at most {_PATTERN_REPEAT_MAX} ({{0,40}})"
+                )
+            if nested:
+                raise ValueError("a quantifier inside a quantified group")
+            cost *= (high + 1) * _pattern_cost(sub, nested=True)
+        elif op is constants.SUBPATTERN:
+            cost *= _pattern_cost(value[-1], nested)
+        elif op is constants.ATOMIC_GROUP:
+            cost *= _pattern_cost(value, nested)
+        elif op is constants.BRANCH:
+            cost *= max(_pattern_cost(branch, nested) for branch in value[1])
+        elif op in (constants.ASSERT, constants.ASSERT_NOT):
+            cost *= _pattern_cost(value[1], nested)
+        elif op is constants.GROUPREF_EXISTS:
+            raise ValueError("conditional groups are not supported")
+        if cost > _PATTERN_COST_MAX:
+            raise ValueError(f"its quantifiers allow more than {_PATTERN_COST_MAX:,} ways to match")
+    return cost
+
+
+def _bounded_pattern(reader: Table, key: str, groups: int | None = None) -> re.Pattern[str] | None:
+    """A declared regular expression: compiled, bounded (see _PATTERN_COST_MAX), and with
+    ``groups`` capturing groups when given."""
+    text = reader.get(key, str)
+    if text is None:
+        return None
+    if not text or len(text) > _PATTERN_LIMIT_CHARS:
+        reader.fail(key, f"expected a regular expression of 1..{_PATTERN_LIMIT_CHARS} characters")
+    try:
+        compiled = re.compile(text)
+        _pattern_cost(importlib.import_module("re._parser").parse(text), nested=False)
+    except re.error as error:
+        reader.fail(key, f"invalid regular expression: {error}")
+    except ValueError as error:
+        reader.fail(key, f"not a bounded regular expression: {error}")
+    if groups is not None and compiled.groups != groups:
+        reader.fail(key, f"expected exactly {groups} capturing group, got {compiled.groups}")
+    return compiled
+
+
+def _hex(reader: Table, key: str, limit: int) -> bytes | None:
+    text = reader.get(key, str)
+    if text is None:
+        return None
+    try:
+        value = bytes.fromhex(text)
+    except ValueError:
+        reader.fail(key, "expected hexadecimal digits, two per byte")
+    if not 1 <= len(value) <= limit:
+        reader.fail(key, f"expected 1..{limit} bytes")
+    return value
+
+
+def _exchange(reader: Table, ident: str, service: str) -> Exchange:
+    """The [exchange] table, checked against the per-service allow-list in code."""
+    from netaudit.scan import allowlist
+
+    protocol = str(reader.choice("protocol", allowlist.PROTOCOLS, required=True))
+    is_http = protocol == allowlist.HTTP
+    method = reader.get("method", str, required=is_http)
+    path = reader.get("path", str, required=is_http)
+    payload = _hex(reader, "send_hex", allowlist.MAX_PAYLOAD_BYTES)
+    status = reader.ints("status", 100, 599)
+    auth_status = reader.ints("auth_status", 100, 599)
+    auth_expect = _bounded_pattern(reader, "auth_expect")
+    if is_http:
+        if payload is not None:
+            reader.fail("send_hex", "an http exchange is a method and a path; the engine writes the request")
+        if not _HTTP_PATH.match(path):
+            reader.fail("path", "expected an absolute path of letters, digits and ._~/- (no query)")
+    else:
+        for key, value in (("method", method), ("path", path), ("status", status),
+                           ("auth_status", auth_status), ("auth_expect", auth_expect)):  # fmt: skip
+            if value is not None:
+                reader.fail(key, f"only an http exchange has {key}")
+        if payload is None:
+            reader.fail("send_hex", f"a {protocol} exchange declares the exact bytes it sends")
+    if (auth_expect is None) != (auth_status is None):
+        reader.fail("auth_expect", "auth_status and auth_expect go together: a bare 401 proves nothing")
+    read_cap = int(reader.integer("read_cap_bytes", 1, allowlist.MAX_READ_CAP_BYTES, required=True) or 0)
+    expect = _bounded_pattern(reader, "expect")
+    expect_prefix = _hex(reader, "expect_prefix_hex", read_cap)
+    if expect is None and expect_prefix is None:
+        reader.fail("expect", "an exchange needs expect or expect_prefix_hex: what proves the service")
+    version = _bounded_pattern(reader, "version", groups=1)
+    refused = allowlist.refusal(service, protocol, method, path, payload or b"", read_cap)
+    if refused is not None:
+        reader.fail(*refused)
+    reader.finish()
+    return Exchange(
+        signature_id=ident,
+        service=service,
+        protocol=protocol,
+        method=method,
+        path=path,
+        payload=payload or b"",
+        read_cap_bytes=read_cap,
+        expect=expect,
+        expect_prefix=expect_prefix,
+        version=version,
+        status=status or ((200,) if is_http else ()),
+        auth_status=auth_status or (),
+        auth_expect=auth_expect,
+    )
+
+
 def parse(text: str, path: str) -> Signature:
     """One signature from TOML text; ``path`` is used in error messages only."""
     data = docparse.parse_toml(text, path, SignatureError)
@@ -215,6 +388,10 @@ def parse(text: str, path: str) -> Signature:
     handshake = reader.get("handshake", str, required=True)
     if handshake not in HANDSHAKES:
         reader.fail("handshake", f"expected one of {sorted(HANDSHAKES)}")
+    exchange_table = reader.sub("exchange")
+    if (handshake == "exchange") != (exchange_table is not None):
+        reader.fail("exchange", 'handshake = "exchange" and an [exchange] table go together')
+    exchange = _exchange(exchange_table, ident, service) if exchange_table is not None else None
     do_not_touch = reader.get("do_not_touch", bool, required=True)
     connect_safe = reader.get("connect_safe", bool, required=True)
     if do_not_touch and (connect_safe or handshake != "none"):
@@ -234,13 +411,14 @@ def parse(text: str, path: str) -> Signature:
         rule_id=rule_id,
         is_connect_safe=connect_safe,
         is_do_not_touch=do_not_touch,
-        handshake=None if handshake == "none" else handshake,
+        handshake=exchange.name if exchange is not None else None if handshake == "none" else handshake,
         default_ports=reader.ints("default_ports", 1, 65535) or (),
         fix=reader.get("fix", str, required=True),
         references=reader.strings("references") or (),
         thread_notes=tuple(sorted(notes_table.items())),
         rules=rules,
         path=path,
+        exchange=exchange,
     )
     reader.finish()
     return signature
@@ -306,7 +484,18 @@ def build(sources: list[list[tuple[str, str]]]) -> tuple[Signature, ...]:
                 raise SignatureError(f"{path_text}: id: {signature.id!r} is also in {first}")
             seen_here[signature.id] = path_text
             by_id[signature.id] = signature
-    return tuple(sorted(by_id.values(), key=lambda s: s.id))
+    found = tuple(sorted(by_id.values(), key=lambda s: s.id))
+    declare_exchanges(found)
+    return found
+
+
+def declare_exchanges(found: tuple[Signature, ...]) -> None:
+    """Record the loaded exchanges: the engine (netaudit.scan.exchange) sends nothing a loaded
+    signature did not declare."""
+    if any(signature.exchange is not None for signature in found):
+        from netaudit.scan import allowlist
+
+        allowlist.declare(found)
 
 
 def load(extra_dirs: tuple[str, ...] = (), include_shipped: bool = True) -> tuple[Signature, ...]:

@@ -68,6 +68,10 @@ def _confirm(name: str, address: str, port: int, source: str, timeout_s: float) 
         return handshake.tcpstore_ping(address, port, source=source, timeout_s=timeout_s)
     if name == "http-get-root":
         return handshake.http_get_root(address, port, source=source, timeout_s=timeout_s)
+    from netaudit.scan import exchange  # a signature's declared exchange, by its name
+
+    if exchange.is_exchange_name(name):
+        return exchange.confirm(name, address, port, source=source, timeout_s=timeout_s)
     return handshake.HandshakeResult(False, f"unknown handshake {name!r}")
 
 

@@ -60,8 +60,12 @@ def _attempt(endpoint: Endpoint, timeout_s: float) -> tuple[Attempt, ...]:
         return ()
     if found.handshake == "tcpstore-ping":
         result = handshake.tcpstore_ping(loopback, listener.port, timeout_s=timeout_s)
-    else:
+    elif found.handshake == "http-get-root":
         result = handshake.http_get_root(loopback, listener.port, timeout_s=timeout_s)
+    else:
+        from netaudit.scan import exchange  # a signature's declared exchange, by its name
+
+        result = exchange.confirm(found.handshake, loopback, listener.port, timeout_s=timeout_s)
     state = PortState.CLOSED if result.detail.startswith("connect failed") else PortState.OPEN
     attempt = Attempt(
         loopback,

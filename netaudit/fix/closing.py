@@ -15,9 +15,12 @@ from netaudit import bindscope
 from netaudit.models import BindScope, Finding, Inventory
 from netaudit.signatures import Signature
 
-# Reached from outside (NA001-NA007), answering outside with only a firewall in the way
-# (NA010), or bound where outsiders could reach it (NA020, from inventories).
-CLOSABLE_RULES = frozenset({"NA001", "NA002", "NA003", "NA004", "NA005", "NA006", "NA007", "NA010", "NA020"})
+# Reached from outside (NA001-NA007, and the cluster's other services NA040-NA047), answering
+# outside with only a firewall in the way (NA010), or bound where outsiders could reach it
+# (NA020, from inventories).
+CLOSABLE_RULES = frozenset(
+    {f"NA00{n}" for n in range(1, 8)} | {f"NA04{n}" for n in range(8)} | {"NA010", "NA020"}
+)
 # Reached from the intended subnet by another tenant: a subnet rule cannot tell them apart.
 INTRA_SUBNET_RULES = frozenset({"NA011"})
 

@@ -242,3 +242,43 @@ def test_the_gate_loads_through_the_cache_of_its_user(tmp_path: Path) -> None:
     (extra / "broken.toml").write_text("schema = 1\n")
     with pytest.raises(SignatureError, match=r"broken\.toml"):  # the same error as without a cache
         options.load_signatures_cached(args, Config(), environ)
+
+
+def test_declared_exchanges_survive_the_round_trip_and_are_declared_from_a_hit(
+    cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from netaudit.scan import allowlist, exchange
+
+    parsed = {s.id: s for s in signatures.load()}
+    assert parsed["zeromq"].exchange is not None and parsed["ray-dashboard"].exchange is not None
+    sigcache.load((), str(cache))  # a miss: written
+    monkeypatch.setattr(allowlist, "_declared", {})  # a fresh process: nothing declared yet
+    _forbid_parsing(monkeypatch)
+    hit = {s.id: s for s in sigcache.load((), str(cache))}
+    assert hit == parsed
+    for signature in hit.values():
+        if signature.exchange is not None:
+            assert exchange.declared(signature.exchange.name) == signature.exchange
+            assert signature.handshake == signature.exchange.name
+
+
+def test_a_cache_forging_a_forbidden_exchange_is_ignored(cache: Path) -> None:
+    sources = signatures.read_sources()
+    key = sigcache.cache_key(sources)
+    header, payload = sigcache.encode(signatures.build(sources), key).split(b"\n", 1)
+    items = json.loads(payload)
+    frontend = next(item for item in items if item["id"] == "c10d-debug-frontend")
+    frontend["exchange"]["path"] = "/tcpstore"  # dumps every key: the allow-list forbids it
+    forged = json.dumps(items).encode()
+    forged_header = b" ".join(
+        [*header.split(b" ")[:3], sigcache.blake2b(forged, digest_size=32).hexdigest().encode()]
+    )
+    with pytest.raises(ValueError, match="/tcpstore"):
+        sigcache.decode(forged_header + b"\n" + forged, key)
+    cache.mkdir(parents=True, mode=0o700)
+    Path(sigcache.path_for(str(cache), key)).write_bytes(forged_header + b"\n" + forged)
+    os.chmod(sigcache.path_for(str(cache), key), 0o600)
+    assert sigcache.read(str(cache), key) is None
+    loaded = {s.id: s for s in sigcache.load((), str(cache))}  # parsed again, the real path
+    assert loaded["c10d-debug-frontend"].exchange is not None
+    assert loaded["c10d-debug-frontend"].exchange.path == "/"

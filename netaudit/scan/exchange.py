@@ -1,0 +1,214 @@
+"""The declared-exchange engine: the read-only confirmation a signature file declares as data
+([exchange], docs/signatures.md), run under two locks.
+
+1. Declared: the engine sends only an exchange a loaded signature declared. Loading
+   (netaudit.signatures.build, netaudit.sigcache) hands the exchanges over with ``declare``;
+   scan plans name them ``exchange:<signature id>``. An exchange built by hand, or changed
+   after loading, is refused before any connection (``ExchangeRefused``).
+2. Allowed: each declaration is checked against the per-service allow-list in code
+   (netaudit.scan.allowlist) when it is loaded, and again before every connection.
+
+What goes on the wire is one write: an HTTP GET written here from the declared path, or the
+declared bytes exactly (ZMTP greeting prefix, a binary hello). Then one bounded read (the
+declared cap, one deadline over connect, send and read) that stops as soon as the answer is
+settled, and close. Answers are judged by ``judge``, a pure function of the bytes, so unit
+tests run it on recorded answers. Like netaudit.scan.handshake, network failures are results,
+never exceptions.
+"""
+
+from __future__ import annotations
+
+import re
+
+from netaudit import __version__
+from netaudit.scan import allowlist
+from netaudit.scan.allowlist import ExchangeRefused, declare, declared, refusal_of
+from netaudit.scan.handshake import (
+    DEFAULT_TIMEOUT_S,
+    HandshakeResult,
+    _connect,
+    _Deadline,
+    _failure,
+    _host_header,
+)
+from netaudit.signatures import EXCHANGE_PREFIX, Exchange
+
+__all__ = ["ExchangeRefused", "confirm", "declare", "declared", "is_exchange_name", "judge", "request", "run"]
+
+# rfc.zeromq.org/spec/23: a full ZMTP 3.x greeting is 64 octets; the mechanism is octets 12-31.
+ZMTP_GREETING_BYTES = 64
+_ZMTP_MECHANISM = slice(12, 32)
+_STATUS_LINE = re.compile(r"HTTP/1\.[01] ([1-5][0-9]{2})[^\r\n]{0,120}")
+_CONTENT_LENGTH = re.compile(r"\r\ncontent-length:[ \t]{0,8}([0-9]{1,9})\r\n", re.IGNORECASE)
+_CHUNKED = re.compile(r"\r\ntransfer-encoding:[ \t]{0,8}chunked\r\n", re.IGNORECASE)
+_VERSION_TEXT = re.compile(r"^[0-9A-Za-z][0-9A-Za-z.+_-]{0,63}$")
+_QUOTED_BYTES = 24
+
+
+def is_exchange_name(name: str) -> bool:
+    return name.startswith(EXCHANGE_PREFIX)
+
+
+def request(exchange: Exchange, address: str, port: int) -> bytes:
+    """The one write the exchange makes to ``address``:``port``."""
+    if exchange.protocol != allowlist.HTTP:
+        return exchange.payload
+    return (
+        f"{exchange.method} {exchange.path} HTTP/1.1\r\n"
+        f"Host: {_host_header(address, port)}\r\n"
+        f"User-Agent: netaudit/{__version__} (read-only check)\r\n"
+        "Accept: */*\r\n"
+        "Connection: close\r\n\r\n"
+    ).encode("ascii")
+
+
+def _check(exchange: Exchange) -> None:
+    if declared(exchange.name) != exchange:
+        raise ExchangeRefused(f"{exchange.name}: not declared by a loaded signature; nothing sent")
+    why = refusal_of(exchange)
+    if why is not None:
+        raise ExchangeRefused(f"{exchange.name}: {why}; nothing sent")
+
+
+def confirm(
+    name: str, address: str, port: int, source: str | None = None, timeout_s: float = DEFAULT_TIMEOUT_S
+) -> HandshakeResult:
+    """Run the exchange a loaded signature declared under ``name``."""
+    exchange = declared(name)
+    if exchange is None:
+        return HandshakeResult(False, f"no loaded signature declares {name}: nothing sent")
+    return run(exchange, address, port, source=source, timeout_s=timeout_s)
+
+
+def run(
+    exchange: Exchange,
+    address: str,
+    port: int,
+    source: str | None = None,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+) -> HandshakeResult:
+    """Connect, write ``request``, read until the answer is settled or the cap, the end or
+    the deadline comes, close, and judge. Raises ExchangeRefused, before connecting, for an
+    exchange that is not declared or not allowed."""
+    _check(exchange)
+    message = request(exchange, address, port)
+    deadline = _Deadline(timeout_s)
+    stage = "connect"
+    try:
+        with _connect(address, port, source, deadline) as sock:
+            stage = "send"
+            sock.settimeout(deadline.left())
+            sock.sendall(message)
+            stage = "reply"
+            reply = bytearray()
+            while len(reply) < exchange.read_cap_bytes:
+                try:
+                    sock.settimeout(deadline.left())
+                    chunk = sock.recv(exchange.read_cap_bytes - len(reply))
+                except TimeoutError:
+                    if not reply:
+                        raise
+                    break
+                if not chunk:
+                    break
+                reply += chunk
+                if _is_settled(exchange, bytes(reply)):
+                    break
+    except Exception as error:  # every failure is a result, never an escape
+        return _failure(error, timeout_s, stage)
+    return judge(exchange, bytes(reply))
+
+
+def _is_settled(exchange: Exchange, reply: bytes) -> bool:
+    """Whether more bytes could change the verdict (a peer that keeps the connection open,
+    as NCCL's RAS server does, must not cost the whole deadline)."""
+    if exchange.protocol == allowlist.ZMTP:
+        return len(reply) >= ZMTP_GREETING_BYTES or reply[:1] != b"\xff"
+    text = reply.decode("latin-1")
+    if exchange.protocol == allowlist.HTTP:
+        head, separator, body = text.partition("\r\n\r\n")
+        if not separator:
+            return False
+        length = _CONTENT_LENGTH.search(head + "\r\n")
+        if length is not None:
+            return len(body) >= int(length.group(1))
+        return bool(_CHUNKED.search(head + "\r\n")) and body.endswith("0\r\n\r\n")
+    if exchange.version is not None and _version(exchange, text) is None:
+        return False
+    return _expected(exchange, reply, text)
+
+
+def _expected(exchange: Exchange, reply: bytes, text: str) -> bool:
+    if exchange.expect_prefix is not None and not reply.startswith(exchange.expect_prefix):
+        return False
+    return exchange.expect is None or exchange.expect.search(text) is not None
+
+
+def _version(exchange: Exchange, text: str) -> str | None:
+    if exchange.version is None:
+        return None
+    found = exchange.version.search(text)
+    if found is None or not _VERSION_TEXT.match(found.group(1)):
+        return None
+    return str(found.group(1))
+
+
+def _quote(reply: bytes) -> str:
+    return repr(reply[:_QUOTED_BYTES])
+
+
+def _with_version(detail: str, version: str | None) -> str:
+    return detail if version is None else f"{detail}; version {version}"
+
+
+def judge(exchange: Exchange, reply: bytes) -> HandshakeResult:
+    """The verdict on an answer, from its bytes alone."""
+    if not reply:
+        return HandshakeResult(False, "closed without an answer")
+    reply = reply[: exchange.read_cap_bytes]
+    text = reply.decode("latin-1")
+    if exchange.protocol == allowlist.ZMTP:
+        return _judge_zmtp(exchange, reply, text)
+    if exchange.protocol == allowlist.HTTP:
+        return _judge_http(exchange, reply, text)
+    version = _version(exchange, text)
+    first_line = text.split("\n", 1)[0].rstrip("\r")[:80]
+    printable = first_line.isprintable() and first_line.isascii()
+    shown = repr(first_line) if printable else _quote(reply)
+    if _expected(exchange, reply, text):
+        return HandshakeResult(True, _with_version(f"{exchange.service} answered {shown}", version))
+    return HandshakeResult(False, f"not the {exchange.service} answer: {shown}")
+
+
+def _judge_http(exchange: Exchange, reply: bytes, text: str) -> HandshakeResult:
+    status_line = _STATUS_LINE.match(text)
+    if status_line is None:
+        return HandshakeResult(False, f"not HTTP: {_quote(reply)}")
+    status = int(status_line.group(1))
+    shown = status_line.group(0).strip()
+    if status in exchange.status and _expected(exchange, reply, text):
+        return HandshakeResult(True, _with_version(f"{shown}: {exchange.service}", _version(exchange, text)))
+    auth = exchange.auth_expect
+    if status in exchange.auth_status and auth is not None and auth.search(text):
+        return HandshakeResult(True, f"{shown}: {exchange.service} with authentication on")
+    return HandshakeResult(False, f"{shown} (not the {exchange.service} answer)")
+
+
+def _judge_zmtp(exchange: Exchange, reply: bytes, text: str) -> HandshakeResult:
+    if not _expected(exchange, reply, text):
+        return HandshakeResult(False, f"not a ZMTP greeting: {_quote(reply)}")
+    if len(reply) < 12:
+        return HandshakeResult(True, "ZMTP signature; no version followed (a ZMTP 1.0 or 2.0 peer?)")
+    major, minor = reply[10], reply[11]
+    if major < 3:
+        return HandshakeResult(True, f"ZMTP revision {major} greeting: no security mechanism before ZMTP 3.0")
+    if len(reply) < _ZMTP_MECHANISM.stop:
+        return HandshakeResult(True, f"ZMTP {major}.{minor} greeting; the mechanism did not arrive")
+    raw = reply[_ZMTP_MECHANISM].rstrip(b"\0")
+    is_name = raw.replace(b"_", b"").isalnum() and raw.isascii()
+    mechanism = raw.decode("ascii") if is_name else repr(raw)
+    if mechanism == "NULL":
+        meaning = "no authentication, anyone who connects may send"
+    else:
+        meaning = "the peer requires a security handshake"
+    return HandshakeResult(True, f"ZMTP {major}.{minor} greeting; mechanism {mechanism}: {meaning}")
