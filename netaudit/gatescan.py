@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from operator import itemgetter
 from typing import TYPE_CHECKING, NamedTuple
 
-from netaudit import bindscope, fdscan, netlink, netns
+from netaudit import bindscope, fdscan, netlink, netns, procnet
 from netaudit.models import (
     BindScope,
     Classification,
@@ -103,14 +103,6 @@ class _NamespaceRead:
     bindv6only: bool
 
 
-def _read_sysctl(path: str) -> int | None:
-    try:
-        with open(path, encoding="utf-8") as handle:
-            return int(handle.read().strip())
-    except (OSError, ValueError):
-        return None
-
-
 def _wants_interfaces(listeners: Sequence[_Raw], verdict_ports: Collection[int]) -> bool:
     # gate._holds reads a namespace's addresses only for a wildcard listener on an exposure's port.
     return any(
@@ -133,40 +125,14 @@ def _from_netlink(entry: netns.NamespaceEntry, verdict_ports: Collection[int]) -
         listeners=listeners,
         interfaces=tuple(netlink.interface_addresses()) if wanted else (),
         # Per-namespace sysctls, read while this thread is inside the namespace.
-        somaxconn=_read_sysctl("/proc/sys/net/core/somaxconn"),
-        bindv6only=_read_sysctl("/proc/sys/net/ipv6/bindv6only") == 1,
+        somaxconn=procnet.read_sysctl("/proc/sys/net/core/somaxconn"),
+        bindv6only=procnet.read_sysctl("/proc/sys/net/ipv6/bindv6only") == 1,
     )
-
-
-def _ipv6_addresses_from_proc(pid: int, proc: str) -> tuple[InterfaceAddress, ...]:
-    """/proc/<pid>/net/if_inet6: address, ifindex, prefix, scope, flags, name."""
-    import socket
-
-    found = []
-    with open(f"{proc}/{pid}/net/if_inet6", encoding="utf-8") as handle:
-        for line in handle:
-            fields = line.split()
-            if len(fields) != 6:
-                continue
-            scope = int(fields[3], 16)
-            found.append(
-                InterfaceAddress(
-                    name=fields[5],
-                    family=Family.IPV6,
-                    address=socket.inet_ntop(socket.AF_INET6, bytes.fromhex(fields[0])),
-                    prefix=int(fields[2], 16),
-                    is_loopback=scope == 0x10,  # IPV6_ADDR_LOOPBACK
-                    is_link_local=scope == 0x20,  # IPV6_ADDR_LINKLOCAL
-                )
-            )
-    return tuple(found)
 
 
 def _from_procfs(entry: netns.NamespaceEntry, proc: str, verdict_ports: Collection[int]) -> _NamespaceRead:
     """Not root, or the namespace would not be entered: its tcp tables through a process of it,
     as the probe reads them (no backlog, no v6only, IPv6 addresses only)."""
-    from netaudit import procnet
-
     for pid in entry.pids:
         try:
             rows = []
@@ -182,7 +148,7 @@ def _from_procfs(entry: netns.NamespaceEntry, proc: str, verdict_ports: Collecti
         interfaces: tuple[InterfaceAddress, ...] = ()
         if _wants_interfaces(listeners, verdict_ports):
             try:
-                interfaces = _ipv6_addresses_from_proc(pid, proc)
+                interfaces = tuple(procnet.ipv6_addresses(pid, proc))
             except OSError:
                 interfaces = ()
         return _NamespaceRead(entry, ListenerSource.PROCFS, listeners, interfaces, None, False)
@@ -199,24 +165,6 @@ def _read_namespace(
             return _from_netlink(entry, verdict_ports)
     except OSError:  # PermissionError, NamespaceError, a failed dump: as the probe, fall back
         return _from_procfs(entry, proc, verdict_ports)
-
-
-def _primary_pid(holders: tuple[int, ...], facts: FactsCache) -> int:
-    """The probe's rule (netaudit.inventory): the holder that is no other holder's child, the
-    process that created the socket and forked the rest."""
-    if len(holders) == 1:
-        return holders[0]
-    from netaudit.procinfo import ProcessGone
-
-    members = set(holders)
-    for pid in holders:
-        try:
-            parent = facts.get(pid).ppid
-        except ProcessGone:
-            continue
-        if parent not in members:
-            return pid
-    return holders[0]
 
 
 def _process_info(pid: int, facts: FactsCache) -> ProcessInfo:
@@ -260,7 +208,7 @@ def collect(
         return GateView((), namespaces, frozenset(), frozenset())
 
     from netaudit import slurmjobs
-    from netaudit.procinfo import FactsCache, ProcessGone
+    from netaudit.procinfo import FactsCache, ProcessGone, primary_pid
 
     # Every listener's inode, not only the relevant ones': a process's other listeners take
     # part in its classification.
@@ -277,7 +225,7 @@ def collect(
         holders = owners.get(raw.inode)
         if not holders:
             continue
-        pid = primary[index] = _primary_pid(holders, facts)
+        pid = primary[index] = primary_pid(holders, facts)
         if pid in gone:
             continue
         info = infos.get(pid)
@@ -299,7 +247,7 @@ def collect(
         for index, raw in enumerate(raws):
             holders = owners.get(raw.inode)
             if holders and index not in primary and not to_classify.isdisjoint(holders):
-                primary[index] = _primary_pid(holders, facts)
+                primary[index] = primary_pid(holders, facts)
         classifications = _classify(raws, primary, to_classify, reads, signatures, facts, gone)
 
     listeners = []

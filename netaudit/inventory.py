@@ -38,7 +38,7 @@ from netaudit.models import (
     Privilege,
     ProcessInfo,
 )
-from netaudit.procinfo import FactsCache, ProcessGone
+from netaudit.procinfo import FactsCache, ProcessGone, primary_pid
 from netaudit.signatures import Signature
 
 # A listener as read, before attribution: the first nine fields of Listener (netns, family,
@@ -60,14 +60,6 @@ class _NamespaceRead(NamedTuple):
     gaps: list[str]
 
 
-def _read_sysctl(path: str) -> int | None:
-    try:
-        with open(path, encoding="utf-8") as handle:
-            return int(handle.read().strip())
-    except (OSError, ValueError):
-        return None
-
-
 def _from_netlink(entry: netns.NamespaceEntry) -> _NamespaceRead:
     inode, source = entry.inode, ListenerSource.NETLINK
     listeners: list[_Raw] = [
@@ -81,33 +73,10 @@ def _from_netlink(entry: netns.NamespaceEntry) -> _NamespaceRead:
         interfaces=netlink.interface_addresses(),
         # Both sysctls are per network namespace; /proc/sys/net resolves against the
         # namespace of the reading thread, which is the entered one here.
-        somaxconn=_read_sysctl("/proc/sys/net/core/somaxconn"),
-        bindv6only=_read_sysctl("/proc/sys/net/ipv6/bindv6only") == 1,
+        somaxconn=procnet.read_sysctl("/proc/sys/net/core/somaxconn"),
+        bindv6only=procnet.read_sysctl("/proc/sys/net/ipv6/bindv6only") == 1,
         gaps=[],
     )
-
-
-def _ipv6_addresses_from_proc(pid: int, proc: str) -> list[InterfaceAddress]:
-    """/proc/<pid>/net/if_inet6: address, ifindex, prefix, scope, flags, name."""
-    found = []
-    with open(f"{proc}/{pid}/net/if_inet6", encoding="utf-8") as handle:
-        for line in handle:
-            fields = line.split()
-            if len(fields) != 6:
-                continue
-            text = socket.inet_ntop(socket.AF_INET6, bytes.fromhex(fields[0]))
-            scope = int(fields[3], 16)
-            found.append(
-                InterfaceAddress(
-                    name=fields[5],
-                    family=Family.IPV6,
-                    address=text,
-                    prefix=int(fields[2], 16),
-                    is_loopback=scope == 0x10,  # IPV6_ADDR_LOOPBACK
-                    is_link_local=scope == 0x20,  # IPV6_ADDR_LINKLOCAL
-                )
-            )
-    return found
 
 
 def _from_procfs(entry: netns.NamespaceEntry, reason: str, proc: str) -> _NamespaceRead:
@@ -128,7 +97,7 @@ def _from_procfs(entry: netns.NamespaceEntry, reason: str, proc: str) -> _Namesp
             for family, address, port, uid, inode in rows
         ]
         try:
-            interfaces = _ipv6_addresses_from_proc(pid, proc)
+            interfaces = procnet.ipv6_addresses(pid, proc)
             gaps.append(f"{label}: IPv4 addresses unknown (they need netlink inside it)")
         except OSError:
             interfaces = None
@@ -180,22 +149,6 @@ def _listener(
     # cost 0.18 s for two copies of 10,000 listeners (bench/README.md).
     return Listener(row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7], row[8], row[9], row[10],
                     process, found, hint)  # fmt: skip
-
-
-def _primary_pid(holders: tuple[int, ...], facts: FactsCache) -> int:
-    """The holder that is no other holder's child: the process that created the socket and
-    forked the rest (a DataLoader worker inherits its parent's listening socket)."""
-    if len(holders) == 1:
-        return holders[0]
-    members = set(holders)
-    for pid in holders:
-        try:
-            parent = facts.get(pid).ppid
-        except ProcessGone:
-            continue
-        if parent not in members:
-            return pid
-    return holders[0]
 
 
 def _library_patterns(signatures: Sequence[Signature]) -> tuple[str, ...]:
@@ -262,7 +215,7 @@ def collect(
     make = _Attributed._make
     for item in raw:
         holders = holders_of.get(item[_INODE], ())
-        primary = (holders[0] if len(holders) == 1 else _primary_pid(holders, facts)) if holders else None
+        primary = (holders[0] if len(holders) == 1 else primary_pid(holders, facts)) if holders else None
         if primary is not None:
             owner_pids.add(primary)
         attributed.append(make((*item[:_CGROUP], primary, holders)))

@@ -287,3 +287,19 @@ class FactsCache:
         if facts is None:
             facts = self._facts[pid] = ProcessFacts(pid, self)
         return facts
+
+
+def primary_pid(holders: tuple[int, ...], facts: FactsCache) -> int:
+    """The holder that is no other holder's child: the process that created the socket and
+    forked the rest (a DataLoader worker inherits its parent's listening socket)."""
+    if len(holders) == 1:
+        return holders[0]
+    members = set(holders)
+    for pid in holders:
+        try:
+            parent = facts.get(pid).ppid
+        except ProcessGone:
+            continue
+        if parent not in members:
+            return pid
+    return holders[0]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import socket
 import struct
 
-from netaudit.models import Family
+from netaudit.models import Family, InterfaceAddress
 
 _LISTEN = "0A"  # TCP_LISTEN (10) as the kernel prints it
 
@@ -42,3 +42,35 @@ def parse(text: str) -> list[tuple[Family, str, int, int, int]]:
         except ValueError:
             continue  # a line we do not understand is skipped, never fatal
     return rows
+
+
+def read_sysctl(path: str) -> int | None:
+    """An integer sysctl; None when it cannot be read. /proc/sys/net resolves against the
+    network namespace of the reading thread, so read it while inside the namespace."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return int(handle.read().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def ipv6_addresses(pid: int, proc: str) -> list[InterfaceAddress]:
+    """/proc/<pid>/net/if_inet6: address, ifindex, prefix, scope, flags, name. Raises OSError."""
+    found = []
+    with open(f"{proc}/{pid}/net/if_inet6", encoding="utf-8") as handle:
+        for line in handle:
+            fields = line.split()
+            if len(fields) != 6:
+                continue
+            scope = int(fields[3], 16)
+            found.append(
+                InterfaceAddress(
+                    name=fields[5],
+                    family=Family.IPV6,
+                    address=socket.inet_ntop(socket.AF_INET6, bytes.fromhex(fields[0])),
+                    prefix=int(fields[2], 16),
+                    is_loopback=scope == 0x10,  # IPV6_ADDR_LOOPBACK
+                    is_link_local=scope == 0x20,  # IPV6_ADDR_LINKLOCAL
+                )
+            )
+    return found

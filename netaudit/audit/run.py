@@ -31,6 +31,7 @@ from netaudit.models import (
     Report,
     with_attempts,
 )
+from netaudit.scan import privilege
 from netaudit.scan.probe_types import ScanLimits
 from netaudit.signatures import Signature
 
@@ -107,21 +108,6 @@ def _local_addresses() -> frozenset[str]:
     return frozenset(item.address for item in netlink.interface_addresses())
 
 
-def _raw_available(is_dry_run: bool) -> bool:
-    """Whether this process may open raw IP sockets. A dry run asks the kernel itself, as
-    ``synscan.raw_available`` does, so that its plan names the methods a real run would use
-    without importing the engine (a sixth of a dry run's imports)."""
-    if not is_dry_run:
-        from netaudit.scan import synscan
-
-        return synscan.raw_available()
-    try:
-        socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_TCP).close()
-    except OSError:
-        return False
-    return True
-
-
 def _scan(request: Request, inventories: list[Inventory], now: datetime, notes: list[str]) -> Report:
     scan = request.scan
     admitted = intake.admit(inventories, request.signatures)
@@ -130,7 +116,7 @@ def _scan(request: Request, inventories: list[Inventory], now: datetime, notes: 
     expand = not admitted.inventories and not request.config.fanout.method
     the_scope = scope.derive(admitted.inventories, named, scan.max_targets, expand_networks=expand)
     sources = vantage.resolve(scan.sources, request.intended)
-    is_raw = _raw_available(request.is_dry_run)
+    is_raw = privilege.raw_available()  # without importing the engine: a dry run needs none of it
     rules = plan.Rules(
         intended=request.intended,
         default_ports=scan.ports,

@@ -23,14 +23,7 @@ import re
 from netaudit import __version__
 from netaudit.scan import allowlist
 from netaudit.scan.allowlist import ExchangeRefused, declare, declared, refusal_of
-from netaudit.scan.handshake import (
-    DEFAULT_TIMEOUT_S,
-    HandshakeResult,
-    _connect,
-    _Deadline,
-    _failure,
-    _host_header,
-)
+from netaudit.scan.handshake import DEFAULT_TIMEOUT_S, HandshakeResult, _exchange, _host_header
 from netaudit.signatures import EXCHANGE_PREFIX, Exchange
 
 __all__ = ["ExchangeRefused", "confirm", "declare", "declared", "is_exchange_name", "judge", "request", "run"]
@@ -91,32 +84,13 @@ def run(
     the deadline comes, close, and judge. Raises ExchangeRefused, before connecting, for an
     exchange that is not declared or not allowed."""
     _check(exchange)
-    message = request(exchange, address, port)
-    deadline = _Deadline(timeout_s)
-    stage = "connect"
-    try:
-        with _connect(address, port, source, deadline) as sock:
-            stage = "send"
-            sock.settimeout(deadline.left())
-            sock.sendall(message)
-            stage = "reply"
-            reply = bytearray()
-            while len(reply) < exchange.read_cap_bytes:
-                try:
-                    sock.settimeout(deadline.left())
-                    chunk = sock.recv(exchange.read_cap_bytes - len(reply))
-                except TimeoutError:
-                    if not reply:
-                        raise
-                    break
-                if not chunk:
-                    break
-                reply += chunk
-                if _is_settled(exchange, bytes(reply)):
-                    break
-    except Exception as error:  # every failure is a result, never an escape
-        return _failure(error, timeout_s, stage)
-    return judge(exchange, bytes(reply))
+    reply = _exchange(
+        address, port, source, request(exchange, address, port), exchange.read_cap_bytes, timeout_s,
+        is_settled=lambda so_far: _is_settled(exchange, so_far),
+    )  # fmt: skip
+    if isinstance(reply, HandshakeResult):
+        return reply
+    return judge(exchange, reply)
 
 
 def _is_settled(exchange: Exchange, reply: bytes) -> bool:

@@ -15,6 +15,7 @@ import os
 import socket
 import struct
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 # research/pytorch-ground-truth.md §2.3, torch/csrc/distributed/c10d/TCPStoreBackend.hpp
@@ -79,25 +80,28 @@ def _connect(address: str, port: int, source: str | None, deadline: _Deadline) -
     return sock
 
 
-def _read(sock: socket.socket, cap: int, deadline: _Deadline) -> bytes:
-    """Bytes until EOF, ``cap`` bytes or the deadline, whichever comes first. A deadline with
-    some bytes in hand returns them (the caller reports a short read); with none it raises
-    TimeoutError."""
-    chunks: list[bytes] = []
-    have = 0
-    while have < cap:
+def _read(
+    sock: socket.socket, cap: int, deadline: _Deadline, is_settled: Callable[[bytes], bool] | None = None
+) -> bytes:
+    """Bytes until EOF, ``cap`` bytes, the deadline, or ``is_settled`` says more bytes could not
+    change the verdict (a peer that keeps the connection open must not cost the whole
+    deadline), whichever comes first. A deadline with some bytes in hand returns them (the
+    caller reports a short read); with none it raises TimeoutError."""
+    reply = bytearray()
+    while len(reply) < cap:
         try:
             sock.settimeout(deadline.left())
-            chunk = sock.recv(cap - have)
+            chunk = sock.recv(cap - len(reply))
         except TimeoutError:
-            if not chunks:
+            if not reply:
                 raise
             break
         if not chunk:
             break
-        chunks.append(chunk)
-        have += len(chunk)
-    return b"".join(chunks)
+        reply += chunk
+        if is_settled is not None and is_settled(bytes(reply)):
+            break
+    return bytes(reply)
 
 
 def _failure(error: BaseException, timeout_s: float, stage: str) -> HandshakeResult:
@@ -113,7 +117,13 @@ def _failure(error: BaseException, timeout_s: float, stage: str) -> HandshakeRes
 
 
 def _exchange(
-    address: str, port: int, source: str | None, message: bytes, read_cap: int, timeout_s: float
+    address: str,
+    port: int,
+    source: str | None,
+    message: bytes,
+    read_cap: int,
+    timeout_s: float,
+    is_settled: Callable[[bytes], bool] | None = None,
 ) -> bytes | HandshakeResult:
     """Connect, send ``message`` in one sendall, read at most ``read_cap`` bytes, close; all
     under one deadline. The reply, or the failure as a result (never an exception)."""
@@ -125,7 +135,7 @@ def _exchange(
             sock.settimeout(deadline.left())
             sock.sendall(message)
             stage = "reply"
-            return _read(sock, read_cap, deadline)
+            return _read(sock, read_cap, deadline, is_settled)
     except Exception as error:  # every failure is a result, never an escape
         return _failure(error, timeout_s, stage)
 

@@ -60,6 +60,7 @@ from netaudit.scan.packets import (
     parse_ipv4_tcp,
     parse_tcp,
 )
+from netaudit.scan.privilege import raw_available
 from netaudit.scan.probe_types import ProbeOutcome, ProbeSpec, ScanLimits
 from netaudit.scan.sendbatch import Batch, Destination, Sendto, destination, open_batch
 
@@ -111,15 +112,6 @@ _NO_ROUTE_ERRNOS = frozenset(
     {errno.ENETUNREACH, errno.EHOSTUNREACH, errno.ENETDOWN, errno.EHOSTDOWN, errno.EADDRNOTAVAIL}
 )
 _TRANSIENT_ERRNOS = frozenset({errno.ENOBUFS, errno.EAGAIN, errno.EINTR})
-
-
-def raw_available() -> bool:
-    """True when this process may open raw IP sockets (CAP_NET_RAW in its namespace)."""
-    try:
-        socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_TCP).close()
-    except OSError:
-        return False
-    return True
 
 
 @dataclass(eq=False, slots=True)

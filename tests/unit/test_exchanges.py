@@ -5,6 +5,7 @@ at load, one line naming the file), the engine sends nothing a loaded signature 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,7 @@ import pytest
 from netaudit import bindscope, classify, signatures
 from netaudit.models import Classification, Family, Listener, ListenerSource
 from netaudit.procinfo import FactsCache
-from netaudit.scan import allowlist, exchange
+from netaudit.scan import allowlist, exchange, handshake
 from netaudit.scan.exchange import ExchangeRefused
 from netaudit.signatures import Exchange, SignatureError
 from tests.unit.fakeproc import FakeProc, torch_maps
@@ -64,11 +65,18 @@ def _declared(signature_id: str) -> Exchange:
 
 
 @pytest.fixture
-def no_connect(monkeypatch: pytest.MonkeyPatch) -> None:
+def no_connect(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    attempts: list[tuple[object, ...]] = []
+
     def refuse(*args: object) -> None:
+        attempts.append(args)
         raise AssertionError("the engine connected although it should have refused")
 
-    monkeypatch.setattr(exchange, "_connect", refuse)
+    # the engine connects through the shared bounded exchange of netaudit.scan.handshake, which
+    # turns every exception into a result: the attempt is recorded and checked afterwards
+    monkeypatch.setattr(handshake, "_connect", refuse)
+    yield
+    assert attempts == [], "the engine connected although it should have refused"
 
 
 def test_every_new_signature_declares_an_allowed_exchange_and_names_its_rule() -> None:
