@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass, field
 
-from netaudit import docparse, exposure, safeio
+from netaudit import exposure
 from netaudit.audit import settings as scan_settings
 from netaudit.audit.settings import ScanSettings
 from netaudit.typedread import InputError, Table
@@ -201,6 +201,9 @@ CONFIG_LIMIT_BYTES = 4 << 20
 
 
 def parse(text: str, path: str) -> Config:
+    # Imported here: without --config (the Slurm prolog's gate), no TOML parser is needed.
+    from netaudit import docparse
+
     data = docparse.parse_toml(text, path, ConfigError)
     top = Table(path, "", data, ConfigError)
     config = Config(
@@ -218,6 +221,8 @@ def parse(text: str, path: str) -> Config:
 
 
 def load(path: str) -> Config:
+    from netaudit import docparse, safeio
+
     try:
         raw = safeio.read_document(path, CONFIG_LIMIT_BYTES)
     except OSError as error:

@@ -267,6 +267,70 @@ def test_a_verdict_too_old_to_judge_still_reads_no_process_for_it(tmp_path: Path
     assert result.warnings == ()  # the exposure's listener, unowned, was not looked at
 
 
+JUPYTER, ZMQ, NCCL, LOOKALIKE = 4100600, 4100700, 4100800, 4100900
+
+
+def test_processes_that_map_no_library_keep_every_rule_that_needs_none(tmp_path: Path) -> None:
+    # Given owners that map no torch library but that rules needing none recognise (a
+    # Jupyter server by its name, a ZeroMQ process by its I/O thread), one that maps only
+    # NCCL, one whose maps name "libtorch" in a folder but no library the globs match,
+    # and a leftover store
+    node = Node(tmp_path)
+    libc = "/usr/lib/x86_64-linux-gnu/libc.so.6"
+    node.process(JUPYTER, comm="jupyter-lab", maps=(libc,), sockets=(3900000041,))
+    node.listen("0.0.0.0", 39888, 3900000041)
+    node.process(ZMQ, maps=(libc,), threads={"python3": 1, "ZMQbg/IO/0": 1}, sockets=(3900000051,))
+    node.listen("198.18.0.7", 39555, 3900000051)
+    node.process(NCCL, maps=(libc, "/opt/nccl/lib/libnccl.so.2"), sockets=(3900000061,))
+    node.listen("0.0.0.0", 28028, 3900000061)
+    node.process(LOOKALIKE, maps=(libc, "/opt/libtorch/lib/libc10.so", "/opt/libtorch/share/libtorch.txt"),
+                 sockets=(3900000071,))  # fmt: skip
+    node.listen("0.0.0.0", 39777, 3900000071)
+    torch_store(node, STORE, 3900000001, 39500)
+    # When the gate judges them, each by the rules it can fit
+    result = judge(node)
+    # Then it answers as the probe's full classification does, naming each service
+    services = [detail.split()[2] for detail in result.details]
+    assert services == ["nccl-ras", "tcpstore", "zeromq", "jupyter-server"]
+    assert {JUPYTER, ZMQ, NCCL, LOOKALIKE, STORE} <= classified(node)
+
+
+def test_a_maps_text_read_in_part_is_left_to_the_process_facts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given maps longer than the gate reads for its quick look (its first line names no
+    # library), the store's libraries are still asked of its ProcessFacts
+    node = Node(tmp_path)
+    torch_store(node, STORE, 3900000001, 39500)
+    monkeypatch.setattr(gatescan, "_MAPS_LIMIT_BYTES", 16)
+    result = judge(node)
+    assert result.details == (
+        f"stale exposed tcpstore [::]:39500 (pid {STORE} python3, user root; not part of any Slurm job)",
+    )
+
+
+def test_with_no_job_active_the_answer_still_names_each_owners_job(tmp_path: Path) -> None:
+    # Given no slurmstepd at all (so no owner's job is looked up to decide), a store whose
+    # job only its cgroup names, and a verdict exposure at an unrecognised process's port
+    node = Node(tmp_path)
+    torch_store(
+        node,
+        STORE,
+        3900000001,
+        39500,
+        cgroup="0::/system.slice/slurmstepd.scope/job_4243/step_0/user/task_0\n",
+    )
+    node.process(SSHD, comm="sshd", cmdline=("sshd: /usr/sbin/sshd -D",), sockets=(3900000021,))
+    node.listen("198.18.0.1", 39022, 3900000021)
+    template = _verdict(tmp_path, [("198.18.0.1", 39022)])
+    result = judge(node, {"SLURMD_NODENAME": "node01"}, template)
+    assert result.details == (
+        f"stale exposed tcpstore [::]:39500 (pid {STORE} python3, user root; slurm job 4243 is not active here)",
+        "unresolved critical exposure: NA001 tcpstore 198.18.0.1:39022 from 203.0.113.9 "
+        f"(pid {SSHD} sshd, user root; not part of any Slurm job)",
+    )
+
+
 _WORKER = """
 import json, sys
 from netaudit import gate, sigcache
