@@ -158,15 +158,26 @@ class Hierarchy:
             return None
 
 
+def _mounts(mountinfo: str) -> list[Mount] | None:
+    try:
+        with open(mountinfo, encoding="utf-8", errors="replace") as handle:
+            return parse_mountinfo(handle.read(_MOUNTINFO_LIMIT))
+    except OSError:
+        return None
+
+
+def node_mount(mountinfo: str = "/proc/self/mountinfo") -> str | None:
+    """Where this node mounts its cgroup2 hierarchy (``/sys/fs/cgroup``, or
+    ``/sys/fs/cgroup/unified`` on a hybrid v1/v2 host), or None."""
+    mounts = _mounts(mountinfo)
+    return unified_mount(mounts) if mounts else None
+
+
 def open_hierarchy(mountinfo: str = "/proc/self/mountinfo") -> Hierarchy | None:
     """This node's cgroup2 hierarchy if socket tags can be trusted here, else None (no
     cgroup2 mount, an unreadable mountinfo, or a kernel whose tags lie)."""
-    try:
-        with open(mountinfo, encoding="utf-8", errors="replace") as handle:
-            mounts = parse_mountinfo(handle.read(_MOUNTINFO_LIMIT))
-    except OSError:
-        return None
-    if not is_socket_tag_reliable(os.uname().release, mounts):
+    mounts = _mounts(mountinfo)
+    if mounts is None or not is_socket_tag_reliable(os.uname().release, mounts):
         return None
     point = unified_mount(mounts)
     return Hierarchy(point) if point else None

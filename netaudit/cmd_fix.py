@@ -11,9 +11,10 @@ import argparse
 import ipaddress
 import json
 import os
+from collections import Counter
 from datetime import UTC, datetime
 
-from netaudit import atomic, docparse, exposure, options, safeio
+from netaudit import atomic, cgroupmap, docparse, exposure, options, safeio
 from netaudit.config import Config
 from netaudit.environment import Environment
 from netaudit.fix import cgroups, closing, nftables
@@ -67,6 +68,25 @@ def _load(
     return closing.from_inventories(inventories, signatures), inventories, ()
 
 
+def _mount(args: argparse.Namespace, inventories: list[Inventory]) -> tuple[str, list[str]]:
+    """Where the nodes mount cgroup v2, for the rule's path: --cgroup-mount, else what the
+    inventories recorded (the most common, with a warning when nodes differ), else this host's."""
+    if args.cgroup_mount:
+        return args.cgroup_mount, []
+    counts = Counter(inventory.cgroup2_mount for inventory in inventories if inventory.cgroup2_mount)
+    if not counts:
+        return cgroupmap.node_mount() or cgroups.NFT_CGROUP_BASE, []
+    ranked = sorted(counts, key=lambda mount: (-counts[mount], mount))
+    if len(ranked) == 1:
+        return ranked[0], []
+    others = sorted(i.host for i in inventories if i.cgroup2_mount and i.cgroup2_mount != ranked[0])
+    shown = ", ".join(others[:8]) + (", ..." if len(others) > 8 else "")
+    return ranked[0], [
+        f"nodes mount cgroup v2 in {len(ranked)} places; this ruleset is for {ranked[0]}: write one with "
+        f"--cgroup-mount for {shown}"
+    ]
+
+
 def _job_cgroups(
     args: argparse.Namespace, found: closing.Closing, mount: str
 ) -> tuple[list[cgroups.JobCgroup], list[str]]:
@@ -96,10 +116,10 @@ def run(args: argparse.Namespace, config: Config, env: Environment) -> ExitStatu
             "--intended-subnet: needed (the networks allowed to connect); none in the config or the report"
         )
     allowed = options.intended_subnets(texts, Config())
-    mount = args.cgroup_mount or cgroups.cgroup2_mount() or cgroups.NFT_CGROUP_BASE
+    mount, mount_note = _mount(args, inventories)
     job_cgroups, notes = _job_cgroups(args, found, mount)
     ephemeral = sorted({o.port for o in found.openings if not o.is_fixed_port})
-    warnings = list(found.notes) + notes
+    warnings = list(found.notes) + notes + mount_note
     if ephemeral and not job_cgroups:
         warnings.append(
             f"no job cgroup to match, so the {len(ephemeral)} ephemeral port(s) seen are listed: they "

@@ -14,6 +14,9 @@ ALLOWED = frozenset(
         # torch.distributed and torchrun (elastic/agent/server/local_elastic_agent.py)
         "RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "GROUP_RANK", "GROUP_WORLD_SIZE",
         "ROLE_RANK", "ROLE_NAME", "ROLE_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT",
+        # torchrun reads PET_<OPTION> for an option it is not given: Kubernetes launchers
+        # (training operator's PyTorchJob, Kubeflow Trainer) pass the store's port this way
+        "PET_MASTER_PORT", "PET_RDZV_ENDPOINT", "PET_NNODES", "PET_NPROC_PER_NODE",
         "TORCHELASTIC_RUN_ID", "TORCHELASTIC_USE_AGENT_STORE", "TORCHELASTIC_RESTART_COUNT",
         "TORCHELASTIC_MAX_RESTARTS", "USE_LIBUV", "TORCH_DISTRIBUTED_DEBUG",
         # interface pinning of the backends

@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from operator import itemgetter
 from typing import Final, NamedTuple
 
-from netaudit import __version__, bindscope, classify, exposure, netlink, netns, owners, procnet
+from netaudit import __version__, bindscope, cgroupmap, classify, exposure, netlink, netns, owners, procnet
 from netaudit.models import (
     BindScope,
     Classification,
@@ -285,4 +285,5 @@ def collect(
         namespaces=namespaces,
         listeners=tuple(listeners),
         gaps=tuple(gaps),
+        cgroup2_mount=cgroupmap.node_mount(f"{proc}/self/mountinfo"),
     )

@@ -16,12 +16,14 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import re
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from sys import intern
 from typing import Any
 
 from netaudit import hostnames
+from netaudit.advisories import PACKAGE_NAME, VERSION_TEXT
 from netaudit.models import (
     BindScope,
     Classification,
@@ -47,6 +49,9 @@ SCHEMA_VERSION = 2
 READABLE_VERSIONS = (1, 2)
 _MAX_LISTENERS = 200_000  # a node with more is not a node we were built for; refuse, not hang
 _U32 = 2**32 - 1
+# an absolute path of printable characters, no "..": it ends up in a ruleset's cgroup path
+MOUNT_POINT = re.compile(r"\A(?!.*(?:^|/)\.\.(?:/|\Z))/[\x21-\x7e]{0,255}\Z")
+MAX_PACKAGES = 32  # versioned distributions beside one process (netaudit.pkgversions knows 7)
 _U64 = 2**64 - 1
 
 
@@ -79,6 +84,7 @@ def _process(info: ProcessInfo) -> dict[str, Any]:
         "cgroup": info.cgroup,
         "job": _job(info.job),
         "is_complete": info.is_complete,
+        "packages": dict(info.packages),
     }
 
 
@@ -159,6 +165,7 @@ def to_json(inventory: Inventory) -> dict[str, Any]:
         },
         "is_complete": inventory.is_complete,
         "gaps": list(inventory.gaps),
+        "cgroup2_mount": inventory.cgroup2_mount,
         "intended_subnets": list(inventory.intended_subnets),
         "namespaces": [
             {
@@ -266,9 +273,31 @@ def _read_process(table: Table, pid: int, job: JobIdentity) -> ProcessInfo:
         cgroup=_interned(table.get("cgroup", str, nullable=True)),
         job=job,
         is_complete=table.get("is_complete", bool, required=True),
+        packages=_packages(table),
     )
     table.finish()
     return info
+
+
+def _mount_point(table: Table) -> str | None:
+    """``cgroup2_mount``: an absolute path, as the probe read it from mountinfo; absent in
+    inventories written before it existed."""
+    point = table.get("cgroup2_mount", str, nullable=True)
+    if point is not None and not MOUNT_POINT.match(point):
+        table.fail("cgroup2_mount", f"{point[:64]!r} is not an absolute path")
+    return point  # type: ignore[no-any-return]
+
+
+def _packages(table: Table) -> tuple[tuple[str, str], ...]:
+    """``packages``: {name: version} of the distributions found beside the process; absent in
+    inventories written before it existed."""
+    found = table.get("packages", dict) or {}
+    if len(found) > MAX_PACKAGES:
+        table.fail("packages", f"more than {MAX_PACKAGES} entries")
+    for name, version in found.items():
+        if not PACKAGE_NAME.match(name) or not isinstance(version, str) or not VERSION_TEXT.match(version):
+            table.fail("packages", f"{name[:40]!r}: expected a package name and its version")
+    return tuple(sorted((intern(name), intern(version)) for name, version in found.items()))
 
 
 def _pid_key(table: Table, key: str) -> int:
@@ -556,6 +585,7 @@ def from_json(data: object, source: str) -> Inventory:
         namespaces=tuple(_read_namespace(t) for t in top.tables("namespaces", required=True)),
         listeners=listeners,
         gaps=top.strings("gaps", required=True, allow_empty=True) or (),
+        cgroup2_mount=_mount_point(top),
     )
     privilege.finish()
     top.get("is_complete", bool)

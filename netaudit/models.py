@@ -122,6 +122,9 @@ class ProcessInfo:
         threads: (thread name, count) for every distinct /proc/<pid>/task/*/comm, sorted.
         libraries: basenames of the mapped shared objects that classification cares about.
         is_complete: False when part of the facts was unreadable (privilege, a race).
+        packages: (name, version) of the Python packages netaudit knows CVEs of (vLLM, Ray,
+            TorchServe...) found beside the process: the installed distribution of a package
+            it maps or runs from, sorted. torch's own is job.torch_version.
     """
 
     pid: int
@@ -137,6 +140,7 @@ class ProcessInfo:
     cgroup: str | None
     job: JobIdentity
     is_complete: bool = True
+    packages: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -246,6 +250,7 @@ class Inventory:
     listeners: tuple[Listener, ...]
     gaps: tuple[str, ...] = field(default_factory=tuple)
     schema_version: int = INVENTORY_SCHEMA_VERSION
+    cgroup2_mount: str | None = None  # where the node mounts cgroup v2 (netaudit fix's rule paths)
 
     @property
     def is_complete(self) -> bool:
@@ -297,6 +302,9 @@ class Attempt:
             ICMP), so a timeout here means a filter, not a dead path.
         confirmed: the read-only handshake's verdict from this source; None when none ran.
         detail: the handshake's own words (nonce echoed, status line), or None.
+        authentication: the confirmed service asked for credentials (True), served the
+            read-only request without any (False); None when its answer does not say.
+        version: the service's version as its answer carried it, or None.
     """
 
     source: str
@@ -309,6 +317,8 @@ class Attempt:
     confirmed: bool | None = None
     detail: str | None = None
     vantage: str = ""  # the host that sent it
+    authentication: bool | None = None
+    version: str | None = None
 
     @property
     def is_unverified_filter(self) -> bool:
@@ -358,6 +368,33 @@ def with_attempts(endpoint: Endpoint, attempts: tuple[Attempt, ...]) -> Endpoint
 
 
 @dataclass(frozen=True, slots=True)
+class CveEvidence:
+    """A known CVE of the version seen behind a finding (netaudit.advisories).
+
+    Attributes:
+        version: the version that falls in the affected range.
+        seen: "local" (the probe read it on the node) or "answer" (the service's answer said it).
+        fixed: the first fixed release; "" where none exists.
+        source: the advisory the range comes from.
+    """
+
+    id: str
+    package: str
+    version: str
+    seen: str
+    fixed: str
+    disputed: bool
+    summary: str
+    source: str
+
+    @property
+    def text(self) -> str:
+        fixed = f"fixed in {self.fixed}" if self.fixed else "no fixed release"
+        disputed = "; disputed by the vendor" if self.disputed else ""
+        return f"{self.id}: {self.package} {self.version} ({self.seen}), {fixed}{disputed}: {self.summary}"
+
+
+@dataclass(frozen=True, slots=True)
 class Finding:
     """A policy violation with its evidence and fix.
 
@@ -394,6 +431,7 @@ class Finding:
     vantage: str = ""  # the host that ran the scan (peers' reports are merged)
     baseline_state: str | None = None  # "new" or "unchanged" with --baseline, else None
     is_unverified: bool = False  # filtered, but no canary answered on any path it was seen from
+    cves: tuple[CveEvidence, ...] = ()  # known CVEs of the versions seen behind it
 
     @property
     def state_text(self) -> str:

@@ -22,7 +22,7 @@ from collections import Counter
 from collections.abc import Callable
 from functools import cached_property, lru_cache
 
-from netaudit import environ, jobid, safeio
+from netaudit import environ, jobid, pkgversions, safeio
 from netaudit.models import ProcessInfo
 from netaudit.redact import redact_argv
 
@@ -214,6 +214,13 @@ class ProcessFacts:
             return found["v"] if found else None
         return None
 
+    @cached_property
+    def packages(self) -> tuple[tuple[str, str], ...]:
+        wanted = pkgversions.site_modules([*self.mapped_paths, *self.cmdline])
+        if not wanted:
+            return ()
+        return tuple(pkgversions.versions(f"{self._proc}/root", wanted, self._cache.listings))
+
     def inherited_run_id(self) -> str | None:
         for child in self.child_facts():
             try:
@@ -248,6 +255,7 @@ class ProcessFacts:
             cgroup=_first_cgroup_path(cgroup),
             job=job,
             is_complete=self.is_complete,
+            packages=self.packages,
         )
 
 
@@ -269,6 +277,7 @@ class FactsCache:
         self.proc = proc
         self._facts: dict[int, ProcessFacts] = {}
         self._users: dict[int, str] = {}
+        self.listings: dict[tuple[int, int], list[str] | None] = {}  # site-packages, by inode
 
     def user_name(self, uid: int) -> str:
         """The account name, or the uid as text. Cached: on a cluster node pwd may ask LDAP or

@@ -55,5 +55,7 @@ RULES: dict[str, RuleInfo] = {
         RuleInfo("NA045", "TorchServe API reachable from outside", None),
         RuleInfo("NA046", "Horovod rendezvous server reachable from outside", Severity.CRITICAL),
         RuleInfo("NA047", "NCCL RAS client port reachable from outside", Severity.HIGH),
+        RuleInfo("NA048", "Ray GCS server (head's gRPC port) reachable from outside", Severity.CRITICAL),
+        RuleInfo("NA049", "Ray Client server reachable from outside", Severity.CRITICAL),
     )
 }

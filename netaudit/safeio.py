@@ -75,6 +75,29 @@ def read_user_file(root: str, relative: str, limit_bytes: int) -> bytes:
         os.close(fd)
 
 
+def list_user_dir(root: str, relative: str, limit_entries: int) -> list[str]:
+    """The names in ``root``/``relative``, walked like ``read_user_file`` (no link below
+    ``root`` followed); at most ``limit_entries`` of them, or OSError(EFBIG)."""
+    parts = [part for part in relative.split("/") if part]
+    if any(part in (".", "..") for part in parts):
+        raise UnsafeFileError(errno.EINVAL, f"refusing path {relative!r}")
+    directory = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        for part in parts:
+            following = os.open(part, _NOFOLLOW | os.O_DIRECTORY, dir_fd=directory)
+            os.close(directory)
+            directory = following
+        names = []
+        with os.scandir(directory) as entries:
+            for entry in entries:
+                names.append(entry.name)
+                if len(names) > limit_entries:
+                    raise UnsafeFileError(errno.EFBIG, f"{relative} has more than {limit_entries} entries")
+        return names
+    finally:
+        os.close(directory)
+
+
 # Documents a user names (inventory, config, baseline, verdict) ---------------------------
 
 _DOCUMENT_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC

@@ -98,9 +98,10 @@ class Exchange:
     """A read-only exchange declared in a signature's [exchange] table (docs/signatures.md).
 
     Attributes:
-        protocol: "http" (one GET of ``path``, the request written by the engine), "zmtp"
-            or "bytes" (``payload`` sent as it is).
-        payload: the exact bytes of a zmtp or bytes exchange; empty for http.
+        protocol: "http" (one GET of ``path``, the request written by the engine), "zmtp",
+            "http2" (the connection preface and an empty SETTINGS frame) or "bytes"
+            (``payload`` sent as it is).
+        payload: the exact bytes of a zmtp, http2 or bytes exchange; empty for http.
         expect: searched in the first ``read_cap_bytes`` of the answer, as latin-1 text.
         expect_prefix: the answer must start with these bytes.
         version: group 1 is the version the answer carries.

@@ -223,4 +223,6 @@ def _attempt(
         confirmed=None if confirmation is None else confirmation.confirmed,
         detail=None if confirmation is None else confirmation.detail,
         vantage=vantage,
+        authentication=None if confirmation is None else confirmation.authentication,
+        version=None if confirmation is None else confirmation.version,
     )

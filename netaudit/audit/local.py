@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime
 
-from netaudit import __version__, bindscope
+from netaudit import __version__, advisories, bindscope
 from netaudit.audit import policy
 from netaudit.audit.settings import ScanSettings
 from netaudit.config import Config
@@ -77,6 +77,8 @@ def _attempt(endpoint: Endpoint, timeout_s: float) -> tuple[Attempt, ...]:
         True,
         result.confirmed,
         result.detail,
+        authentication=result.authentication,
+        version=result.version,
     )
     return (attempt,)
 
@@ -109,7 +111,7 @@ def audit(
         if listener.netns == own:
             endpoint = replace(endpoint, attempts=_attempt(endpoint, scan.timeout_s))
         endpoints.append(endpoint)
-    rules = policy.Policy(scan.trust_scope, config.exceptions, now.date(), node.host)
+    rules = policy.Policy(scan.trust_scope, config.exceptions, now.date(), node.host, advisories.shipped())
     findings = policy.static_findings(endpoints, signatures, rules)
     return Report(
         generated_at=now,

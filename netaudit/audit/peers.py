@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from netaudit import hostlist, inventory_json
+from netaudit import advisories, hostlist, inventory_json
 from netaudit.audit import policy
 from netaudit.config import Config
 from netaudit.fanout import gather
@@ -117,10 +117,12 @@ def merge(
                     attempts=mine.attempts + endpoint.attempts,
                 )
     rules = policy.Policy(report.trust_scope, config.exceptions, now.date(), report.vantage_host)
+    merged = tuple(sorted(endpoints.values(), key=lambda e: (e.host, e.family, e.address, e.port)))
+    findings = list(policy.with_cves(findings, merged, advisories.shipped()))
     return replace(
         report,
         findings=policy.reaccepted(findings, rules),
-        endpoints=tuple(sorted(endpoints.values(), key=lambda e: (e.host, e.family, e.address, e.port))),
+        endpoints=merged,
         sources=tuple(sources.values()),
         gaps=tuple(merged_gaps),
         probes_sent=report.probes_sent + sum(peer.probes_sent for peer in results.reports),

@@ -21,7 +21,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from fnmatch import fnmatchcase
 
-from netaudit import exposure, hostlist
+from netaudit import advisories, exposure, hostlist
 from netaudit.config import AcceptedException
 from netaudit.models import (
     Attempt,
@@ -38,6 +38,7 @@ from netaudit.rules import RULES
 from netaudit.signatures import Signature
 
 UNCONFIRMED_RULE = "NA012"
+GUARDED = Severity.MEDIUM  # the most an exposure whose service demands credentials is rated
 Network = exposure.Network
 
 
@@ -51,6 +52,7 @@ class Policy:
     exceptions: tuple[AcceptedException, ...]
     today: dt.date
     vantage_host: str
+    known: advisories.Known | None = None  # the CVE data; None: no CVE evidence
 
 
 def _job_key(job: JobIdentity | None) -> str | None:
@@ -89,6 +91,11 @@ def _base(
     process = listener.process if listener else None
     found = endpoint.classification
     fix = signature.fix if signature else "Bind it to the fabric and firewall it to the job's nodes."
+    if attempt is not None and attempt.authentication and severity.rank > GUARDED.rank:
+        # Reachable, but it asked for credentials: still an open door to guess at and to every
+        # pre-authentication flaw, not the open house the service's risk describes.
+        severity = GUARDED
+        evidence.append(f"authentication is on, so the severity is {GUARDED.value}, not the service's own")
     return Finding(
         rule_id=rule_id,
         title=RULES[rule_id].title,
@@ -204,7 +211,7 @@ def evaluate(
             endpoint, "NA010", Severity.MEDIUM, found.service, signature, attempt, source, evidence
         )
         findings.append(replace(finding, is_unverified=is_unverified))
-    return _accepted_and_sorted(findings, policy)
+    return _accepted_and_sorted(list(with_cves(findings, endpoints, policy.known)), policy)
 
 
 def _listener_key(endpoint: Endpoint) -> tuple[str, int, str, int]:
@@ -304,7 +311,38 @@ def static_findings(
             evidence,
         )
         findings.append(replace(finding, confirmed=_confirmed_any(endpoint)))
-    return _accepted_and_sorted(findings, policy)
+    return _accepted_and_sorted(list(with_cves(findings, endpoints, policy.known)), policy)
+
+
+def _versions(endpoint: Endpoint, service: str, known: advisories.Known) -> list[tuple[str, str, str]]:
+    """(package, version, where seen) of what runs behind ``endpoint``: what the probe read
+    on the node, then what the service's answers said."""
+    versions = []
+    listener = endpoint.listener
+    process = listener.process if listener else None
+    if process is not None:
+        if process.job is not None and process.job.torch_version:
+            versions.append(("torch", process.job.torch_version, "local"))
+        versions += [(package, version, "local") for package, version in process.packages]
+    answered = [a.version for a in endpoint.attempts if a.confirmed]
+    return versions + advisories.answered_versions(known, service, answered)
+
+
+def with_cves(
+    findings: Sequence[Finding], endpoints: Sequence[Endpoint], known: advisories.Known | None
+) -> tuple[Finding, ...]:
+    """Each finding with the known CVEs of the versions behind its endpoint, from this run's
+    data file: a peer's report says what it saw, never which CVEs that means."""
+    if known is None:
+        return tuple(findings)
+    by_key = {(e.host, e.address, e.port): e for e in endpoints}
+    result = []
+    for finding in findings:
+        endpoint = by_key.get((finding.host, finding.address, finding.port))
+        versions = _versions(endpoint, finding.service, known) if endpoint is not None else []
+        cves = advisories.evidence(known, finding.service, versions) if versions else ()
+        result.append(finding if cves == finding.cves else replace(finding, cves=cves))
+    return tuple(result)
 
 
 def _matches(exception: AcceptedException, finding: Finding) -> bool:

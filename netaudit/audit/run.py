@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from types import FrameType
 
-from netaudit import __version__, netlink
+from netaudit import __version__, advisories, netlink
 from netaudit.audit import execute, gaps, intake, local, plan, policy, scope, targets, vantage
 from netaudit.audit.settings import ScanSettings
 from netaudit.config import Config
@@ -174,7 +174,9 @@ def _scan(request: Request, inventories: list[Inventory], now: datetime, notes: 
             execution = execute.execute(the_plan, limits, engines, stop, scan.timeout_s * 2, vantage=host)
         endpoints = execution.endpoints
         probes_sent, interrupted = execution.probes_sent, execution.is_interrupted
-        rules_policy = policy.Policy(scan.trust_scope, request.config.exceptions, now.date(), host)
+        rules_policy = policy.Policy(
+            scan.trust_scope, request.config.exceptions, now.date(), host, advisories.shipped()
+        )
         by_address = {source.address: source for source in sources}
         findings = policy.evaluate(
             endpoints, by_address, request.signatures, rules_policy, policy.job_nodes(admitted.inventories)

@@ -17,8 +17,11 @@ from netaudit.typedread import InputError, Table
 TRUST_SCOPES = frozenset({"subnet", "job"})
 # The default ports tried on an address that no inventory covers: TCPStore (MASTER_PORT and
 # the c10d rendezvous, torch/distributed/run.py and c10d_rendezvous_backend.py), the c10d debug
-# frontend (torch/distributed/debug) and NCCL's RAS client (nccl src/ras/ras_internal.h).
-DEFAULT_PORTS = (29500, 29400, 25999, 28028)
+# frontend (torch/distributed/debug), NCCL's RAS client (nccl src/ras/ras_internal.h) and the
+# TCPStore at the master port of Kubernetes PyTorchJobs (training operator and Volcano: 23456;
+# Kubeflow Trainer uses 29500). Every port multiplies the swept addresses: services that are
+# not PyTorch's own (Ray 6379/10001/8265, Jupyter 8888 ...) are confirmed only with --port.
+DEFAULT_PORTS = (29500, 29400, 25999, 28028, 23456)
 
 
 @dataclass(frozen=True, slots=True)

@@ -34,19 +34,6 @@ class JobCgroup:
     nft_path: str
 
 
-def cgroup2_mount(mountinfo: str = "/proc/self/mountinfo") -> str | None:
-    try:
-        with open(mountinfo, encoding="utf-8", errors="replace") as handle:
-            for line in handle:
-                before, _, after = line.partition(" - ")
-                fields = before.split()
-                if after.split(" ", 1)[0] == "cgroup2" and len(fields) >= 5:
-                    return fields[4].replace("\\040", " ")
-    except OSError:
-        return None
-    return None
-
-
 def job_ancestor(cgroup: str) -> str | None:
     """The cgroup that holds every job of the scheduler that placed ``cgroup``, or None.
 

@@ -35,6 +35,8 @@ def _owner_line(listener: Listener) -> str:
     line = f"pid {process.pid} {process.name} (user {process.user or process.uid})"
     if process.job.torch_version:
         line += f"  torch {process.job.torch_version}"
+    for package, version in process.packages:
+        line += f"  {package} {version}"
     job = _job_text(process.job)
     if job:
         line += f"  {job}"

@@ -20,6 +20,7 @@ from netaudit.inventory_json import timestamp
 from netaudit.models import (
     Attempt,
     Classification,
+    CveEvidence,
     Endpoint,
     Finding,
     JobIdentity,
@@ -64,7 +65,12 @@ def finding_json(finding: Finding) -> dict[str, Any]:
         "vantage": finding.vantage,
         "baseline_state": finding.baseline_state,
         "is_unverified": finding.is_unverified,
+        "cves": [cve_json(cve) for cve in finding.cves],
     }
+
+
+def cve_json(cve: CveEvidence) -> dict[str, Any]:
+    return {name: getattr(cve, name) for name in cve.__slots__}
 
 
 def _attempt(attempt: Attempt) -> dict[str, Any]:
@@ -80,6 +86,8 @@ def _attempt(attempt: Attempt) -> dict[str, Any]:
         "confirmed": attempt.confirmed,
         "detail": attempt.detail,
         "vantage": attempt.vantage,
+        "authentication": attempt.authentication,
+        "version": attempt.version,
     }
 
 
@@ -342,13 +350,15 @@ class _EndpointEncoder:
         if cached is not None:
             return cached[1]
         text = (
-            f'{{"confirmed":{_BOOL[attempt.confirmed]},"detail":{_nullable(attempt.detail)}'
+            f'{{"authentication":{_BOOL[attempt.authentication]}'
+            f',"confirmed":{_BOOL[attempt.confirmed]},"detail":{_nullable(attempt.detail)}'
             f',"is_local_path":{_BOOL[attempt.is_local_path]}'
             f',"is_path_verified":{_BOOL[attempt.is_path_verified]}'
             f',"is_unverified_filter":{_BOOL[attempt.is_unverified_filter]}'
             f',"method":{_text(attempt.method)},"reason":{_text(attempt.reason)}'
             f',"rtt_ms":{_number(attempt.rtt_ms)},"source":{_text(attempt.source)}'
-            f',"state":{_text(attempt.state)},"vantage":{_text(attempt.vantage)}}}'
+            f',"state":{_text(attempt.state)},"vantage":{_text(attempt.vantage)}'
+            f',"version":{_nullable(attempt.version)}}}'
         )
         self._room(self.attempts)
         self.attempts[id(attempt)] = (attempt, text)

@@ -8,6 +8,7 @@ import ipaddress
 from typing import Any
 
 from netaudit import docparse, hostnames
+from netaudit.advisories import VERSION_TEXT
 from netaudit.inventory_json import read_classification, read_job
 from netaudit.models import (
     Attempt,
@@ -70,11 +71,21 @@ def _finding(table: Table, vantage: str) -> Finding:
         baseline_state=table.get("baseline_state", str, nullable=True),
         is_unverified=bool(table.get("is_unverified", bool)),
     )
+    # What a peer saw, not which CVEs that means: the merge derives them from its own data
+    # (netaudit.audit.policy.with_cves) from the versions in the peer's attempts.
+    table.get("cves", list)
     process.finish()
     if accepted:
         accepted.finish()
     table.finish()
     return finding
+
+
+def _version_text(table: Table) -> str | None:
+    version = table.get("version", str, nullable=True)
+    if version is not None and not VERSION_TEXT.match(version):
+        table.fail("version", f"{version[:64]!r} is not a version")
+    return version  # type: ignore[no-any-return]
 
 
 def _attempt(table: Table, vantage: str) -> Attempt:
@@ -89,6 +100,8 @@ def _attempt(table: Table, vantage: str) -> Attempt:
         confirmed=table.get("confirmed", bool, nullable=True),
         detail=table.get("detail", str, nullable=True),
         vantage=table.get("vantage", str, nullable=True) or vantage,
+        authentication=table.get("authentication", bool, nullable=True),
+        version=_version_text(table),
     )
     if attempt.source:  # "" is an attempt no source could make (not tested)
         try:

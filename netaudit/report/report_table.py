@@ -82,6 +82,23 @@ def _finding_rows(findings: tuple[Finding, ...]) -> list[list[str]]:
     return rows
 
 
+def _cve_lines(findings: tuple[Finding, ...]) -> list[str]:
+    """One line per known CVE and service, with the hosts it was seen on."""
+    hosts: dict[tuple[str, str], set[str]] = {}
+    texts: dict[tuple[str, str], str] = {}
+    for finding in findings:
+        for cve in finding.cves:
+            key = (cve.id, finding.service)
+            hosts.setdefault(key, set()).add(finding.host)
+            texts.setdefault(key, f"{cve.text} ({cve.source})")
+    return [
+        f"cve {service} on {', '.join(sorted(hosts[(ident, service)])[:4])}"
+        + (", ..." if len(hosts[(ident, service)]) > 4 else "")
+        + f": {texts[(ident, service)]}"
+        for ident, service in sorted(hosts)
+    ]
+
+
 def render_changes(report: Report) -> str:
     """With --baseline: only what changed, and nothing at all when nothing did, so cron mails
     only news."""
@@ -103,6 +120,7 @@ def render_changes(report: Report) -> str:
         lines.extend(_findings_table(tuple(new)))
         fixes = {f"{f.rule_id} {f.service}": f"{f.remediation} ({f.doc})" for f in new}
         lines += [f"fix {key}: {fix}" for key, fix in fixes.items()]
+        lines += _cve_lines(tuple(new))
         lines.append("")
     if changes.resolved:
         lines.append("RESOLVED (rule|host|service|family|network)")
@@ -161,6 +179,7 @@ def render(report: Report) -> str:
             fixes.setdefault(f"{finding.rule_id} {finding.service}", f"{finding.remediation} ({finding.doc})")
         for key, fix in fixes.items():
             lines.append(f"fix {key}: {fix}")
+        lines += _cve_lines(report.findings)
         accepted = [f for f in report.findings if f.accepted]
         for finding in accepted:
             lines.append(

@@ -69,6 +69,7 @@ def to_sarif(report: Report) -> dict[str, Any]:
                 "state": finding.state.value,
                 "is_unverified": finding.is_unverified,
                 "evidence": list(finding.evidence),
+                "cves": [cve.id for cve in finding.cves],
             },
         }
         if finding.accepted:

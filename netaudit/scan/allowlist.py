@@ -8,8 +8,8 @@ not enough: loading refuses a declaration this table does not permit, and the en
 declare no exchange at all, so an admin's --probes-dir can add recognition rules but never
 new bytes on the wire.
 
-HTTP exchanges are one GET of one path; the engine writes the request itself. ZMTP and byte
-exchanges are exact byte strings. Every constant names the upstream file it was read in.
+HTTP exchanges are one GET of one path; the engine writes the request itself. ZMTP, HTTP/2
+and byte exchanges are exact byte strings. Every constant names the upstream file it was read in.
 """
 
 from __future__ import annotations
@@ -24,7 +24,8 @@ if TYPE_CHECKING:
 HTTP = "http"
 ZMTP = "zmtp"
 BYTES = "bytes"
-PROTOCOLS = frozenset({HTTP, ZMTP, BYTES})
+HTTP2 = "http2"
+PROTOCOLS = frozenset({HTTP, ZMTP, BYTES, HTTP2})
 HTTP_METHODS = frozenset({"GET"})
 MAX_READ_CAP_BYTES = 65536
 MAX_PAYLOAD_BYTES = 256
@@ -45,6 +46,13 @@ NCCL_RAS_HELLO = b"CLIENT PROTOCOL 2\n"
 # Wire.read) binds the same way and reads a 4-byte length from bytes 32-35 of whatever it
 # receives; a request that ends before byte 32 can never make it allocate.
 HOROVOD_BARE_GET = b"GET / HTTP/1.0\r\n\r\n"
+# HTTP/2 (gRPC) without a call: the client connection preface, the 24 octets of RFC 9113 §3.4,
+# then the SETTINGS frame that must follow it, empty (§6.5: length 0, type 0x4, no flags,
+# stream 0). A stream, and with it an RPC, only starts with a HEADERS frame (§5.1), which is
+# never sent. grpc-core checks these 24 octets (chttp2 internal.h GRPC_CHTTP2_CLIENT_CONNECT_STRING,
+# parsing.cc) and sends its own SETTINGS, the server connection preface; we close before
+# acknowledging it.
+H2_PREFACE_EMPTY_SETTINGS = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes.fromhex("000000040000000000")
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,9 +79,10 @@ ALLOWED: dict[str, Allowance] = {
         never="nothing past the greeting: no READY, no SUBSCRIBE, no message (vLLM, SGLang "
         "and TensorRT-LLM unpickle what they receive)",
     ),
-    # jupyter_server/base/handlers.py APIVersionHandler: @allow_unauthenticated, no activity
+    # jupyter_server/services/api/handlers.py APIStatusHandler: @web.authenticated, so 403
+    # when a token or password is required; _track_activity = False, so no activity either way
     "jupyter-server": Allowance(
-        HTTP, paths=frozenset({"/api"}), never="kernels, contents and terminals run code or read files"
+        HTTP, paths=frozenset({"/api/status"}), never="kernels, contents and terminals run code or read files"
     ),
     # tensorboard/plugins/core/core_plugin.py _serve_environment
     "tensorboard": Allowance(HTTP, paths=frozenset({"/data/environment"}), never="no plugin data"),
@@ -98,6 +107,18 @@ ALLOWED: dict[str, Allowance] = {
     "nccl-ras": Allowance(
         BYTES, payloads=frozenset({NCCL_RAS_HELLO}),
         never="STATUS starts a job-wide collection; only the client protocol hello",
+    ),
+    # ray src/ray/gcs/gcs_server (grpc-core): every GCS call is behind a HEADERS frame
+    "ray-gcs": Allowance(
+        HTTP2, payloads=frozenset({H2_PREFACE_EMPTY_SETTINGS}),
+        never="no HEADERS frame, so no stream and no call: GCS calls register jobs, actors "
+        "and nodes; only the connection preface",
+    ),
+    # ray python/ray/util/client/server (grpcio): the same preface, no call
+    "ray-client": Allowance(
+        HTTP2, payloads=frozenset({H2_PREFACE_EMPTY_SETTINGS}),
+        never="no HEADERS frame, so no stream and no call: a Ray Client session runs code on "
+        "the cluster; only the connection preface",
     ),
 }  # fmt: skip
 

@@ -42,10 +42,18 @@ DEFAULT_TIMEOUT_S = 2.0
 
 @dataclass(frozen=True, slots=True)
 class HandshakeResult:
-    """Attributes: detail: what was seen, one line (the HTTP status line, why not...)."""
+    """Attributes:
+    detail: what was seen, one line (the HTTP status line, why not...).
+    authentication: the service asked for credentials (True: a 401/403 of its own, a CURVE or
+        PLAIN ZMTP mechanism), served the read-only request without any (False), or the
+        answer does not say (None).
+    version: the service's version as its answer carries it; None when it carries none.
+    """
 
     confirmed: bool
     detail: str
+    authentication: bool | None = None
+    version: str | None = None
 
 
 class _Deadline:

@@ -106,7 +106,7 @@ def test_inventory_bundle_on_stdin_and_dry_run_plan(tmp_path: Path) -> None:
     # a named address without an inventory is swept on the default ports
     named = run("scan", "--inventory", "-", "198.51.100.7", "--dry-run", "--format", "json", stdin=bundle)
     plain = [(e["host"], e["port"]) for e in named.json()["endpoints"] if e["service"] is None]
-    assert sorted(plain) == sorted(("198.51.100.7", port) for port in (29500, 29400, 25999, 28028))
+    assert sorted(plain) == sorted(("198.51.100.7", port) for port in (29500, 29400, 25999, 28028, 23456))
     # an inventory address outside the targets is not scanned, and the report says so
     narrow = run("scan", "--inventory", "-", "198.51.100.0/30", "--dry-run", "--format", "json", stdin=bundle)
     assert not [e for e in narrow.json()["endpoints"] if e["service"]]

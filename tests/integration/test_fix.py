@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from netaudit.fix import cgroups
+from netaudit import cgroupmap
 from tests.integration._front_door_lab import FAST, INTENDED, probe_inventory
 from tests.integration.test_scan_cluster import netaudit
 from tests.lab.netlab import Lab, Node, cluster, module_lab_fixture  # noqa: F401
@@ -35,7 +35,7 @@ ENV = {"GLOO_SOCKET_IFNAME": "fabric", "TP_SOCKET_IFNAME": "fabric"}
 
 
 def _job_cgroup() -> Iterator[str]:
-    mount = cgroups.cgroup2_mount()
+    mount = cgroupmap.node_mount()
     if mount is None or not os.access(mount, os.W_OK):
         pytest.skip("needs a writable cgroup v2 mount (nft's `socket cgroupv2` match)")
     name = f"/netaudit-fix-{uuid.uuid4().hex[:8]}"
@@ -58,7 +58,7 @@ def _job_cgroup() -> Iterator[str]:
 def in_cgroup(node: Node, cgroup: str) -> Any:
     """A popen for TorchJob: the job starts in ``node``'s network namespace and in ``cgroup``.
     nsenter --net, unlike `ip netns exec`, keeps the host's /sys, so the cgroup tree is there."""
-    procs = f"{cgroups.cgroup2_mount()}{cgroup}/cgroup.procs"
+    procs = f"{cgroupmap.node_mount()}{cgroup}/cgroup.procs"
 
     def popen(command: list[str], **kw: Any) -> subprocess.Popen[Any]:
         argv = ["nsenter", f"--net=/run/netns/{node.ns.name}", "--", "sh", "-c",
@@ -127,7 +127,7 @@ def test_the_generated_ruleset_closes_every_exposure_and_the_jobs_keep_running(
         assert made.returncode == 0, made.stderr
         text = rules.read_text()
         assert (
-            f'socket cgroupv2 level 1 "{os.path.relpath(cgroups.cgroup2_mount() + cgroup, "/sys/fs/cgroup")}"'
+            f'socket cgroupv2 level 1 "{os.path.relpath(cgroupmap.node_mount() + cgroup, "/sys/fs/cgroup")}"'
             in text
         )
         assert "ip6 saddr != @allowed_v6" in text and "elements = { 2001:db8:18::/64 }" in text

@@ -257,23 +257,38 @@ def _service_env(tmp_path: Path) -> dict[str, str]:
             "JUPYTER_DATA_DIR": str(home / "data"), "JUPYTER_CONFIG_DIR": str(home / "config")}  # fmt: skip
 
 
+def _last_activity(port: int) -> str:
+    body = _get("127.0.0.1", port, "/api/status").split(b"\r\n\r\n", 1)[1]
+    return str(json.loads(body)["last_activity"])
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not _has("jupyter_server"), reason="requires jupyter_server (test extra)")
-def test_jupyter_server_answers_get_api_with_its_version(tmp_path: Path) -> None:
+@pytest.mark.parametrize("token", ["a-token-is-required", ""])
+def test_jupyter_server_answers_get_api_status_saying_whether_a_token_is_required(
+    tmp_path: Path, token: str
+) -> None:
     port = _free_port()
     argv = [sys.executable, "-m", "jupyter_server", "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}",
-            "--ServerApp.port_retries=0", "--ServerApp.open_browser=False", f"--ServerApp.root_dir={tmp_path}"]  # fmt: skip
+            "--ServerApp.port_retries=0", "--ServerApp.open_browser=False", f"--ServerApp.root_dir={tmp_path}",
+            f"--IdentityProvider.token={token}"]  # fmt: skip
     if os.geteuid() == 0:
         argv.append("--allow-root")
     with _running(argv, env=_service_env(tmp_path)) as process:
         _wait_port("127.0.0.1", port, process, "jupyter_server")
+        before = None if token else _last_activity(port)
         result = exchange.confirm("exchange:jupyter-server", "127.0.0.1", port, timeout_s=TIMEOUT_S)
         assert result.confirmed
-        assert (
-            result.detail == f"HTTP/1.1 200 OK: jupyter-server; version {metadata.version('jupyter_server')}"
-        )
-        # the token still guards everything else, and the server keeps serving
-        assert _get("127.0.0.1", port, "/api/contents").split(b"\r\n", 1)[0].endswith(b"403 Forbidden")
+        if token:
+            assert result.authentication is True
+            assert result.detail == "HTTP/1.1 403 Forbidden: jupyter-server with authentication on"
+            # the token still guards everything else, and the server keeps serving
+            assert _get("127.0.0.1", port, "/api/contents").split(b"\r\n", 1)[0].endswith(b"403 Forbidden")
+        else:
+            assert result.authentication is False
+            assert result.detail == "HTTP/1.1 200 OK: jupyter-server without authentication"
+            # the check is not activity: the server's idle clock did not move
+            assert _last_activity(port) == before
         assert b'"version"' in _get("127.0.0.1", port, "/api")
 
 

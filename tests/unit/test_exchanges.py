@@ -194,7 +194,7 @@ def test_an_unknown_name_sends_nothing(no_connect: None) -> None:
 def test_what_goes_on_the_wire() -> None:
     jupyter = _declared("jupyter-server")
     request = exchange.request(jupyter, "::1", 8888)
-    assert request.startswith(b"GET /api HTTP/1.1\r\nHost: [::1]:8888\r\n")
+    assert request.startswith(b"GET /api/status HTTP/1.1\r\nHost: [::1]:8888\r\n")
     assert request.endswith(b"Connection: close\r\n\r\n") and request.count(b"\r\n\r\n") == 1
     assert exchange.request(_declared("zeromq"), "127.0.0.1", 1) == bytes.fromhex("ff00000000000000007f03")
     assert exchange.request(_declared("nccl-ras"), "127.0.0.1", 1) == b"CLIENT PROTOCOL 2\n"
@@ -205,6 +205,19 @@ def test_what_goes_on_the_wire() -> None:
 
 # Recorded answers ------------------------------------------------------------------------------
 
+# jupyter_server 2.21.1 (Tornado 6.6.1), GET /api/status without and with a token required
+JUPYTER_OPEN = (
+    b"HTTP/1.1 200 OK\r\nServer: TornadoServer/6.6.1\r\nContent-Type: application/json\r\n"
+    b"Content-Length: 122\r\nConnection: close\r\n\r\n"
+    b'{"connections": 0, "kernels": 0, "last_activity": "2026-12-04T19:23:16.726463Z", '
+    b'"started": "2026-12-04T19:23:16.726463Z"}'
+)
+JUPYTER_TOKEN = (
+    b"HTTP/1.1 403 Forbidden\r\nServer: TornadoServer/6.6.1\r\nContent-Type: application/json\r\n"
+    b"Date: Fri, 04 Dec 2026 19:23:27 GMT\r\nX-Content-Type-Options: nosniff\r\n"
+    b"Content-Length: 40\r\nConnection: close\r\n\r\n"
+    b'{"message": "Forbidden", "reason": null}'
+)
 # pyzmq 27.3.0 (libzmq 4.3.5) PULL socket, NULL and CURVE, after our 11 octets
 ZMTP_NULL = bytes.fromhex("ff00000000000000017f") + b"\x03\x01NULL" + b"\0" * 16 + b"\0" + b"\0" * 31
 ZMTP_CURVE = bytes.fromhex("ff00000000000000017f") + b"\x03\x01CURVE" + b"\0" * 15 + b"\x01" + b"\0" * 31
@@ -217,11 +230,14 @@ ZMTP_CURVE = bytes.fromhex("ff00000000000000017f") + b"\x03\x01CURVE" + b"\0" * 
         ("zeromq", ZMTP_CURVE, True, "mechanism CURVE: the peer requires a security handshake"),
         ("zeromq", ZMTP_NULL[:10], True, "ZMTP signature; no version followed"),
         ("zeromq", b"HTTP/1.1 400 Bad Request\r\n\r\n", False, "not a ZMTP greeting"),
-        ("jupyter-server", b'HTTP/1.1 200 OK\r\nContent-Length: 21\r\n\r\n{"version": "2.21.1"}', True,
-         "HTTP/1.1 200 OK: jupyter-server; version 2.21.1"),
-        ("jupyter-server", b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}", False, "not the jupyter-server answer"),
+        ("jupyter-server", JUPYTER_OPEN, True, "HTTP/1.1 200 OK: jupyter-server without authentication"),
+        ("jupyter-server", JUPYTER_TOKEN, True, "HTTP/1.1 403 Forbidden: jupyter-server with authentication on"),
+        ("jupyter-server", b'HTTP/1.1 200 OK\r\nContent-Length: 21\r\n\r\n{"version": "2.21.1"}', False,
+         "not the jupyter-server answer"),
+        ("jupyter-server", b"HTTP/1.1 403 Forbidden\r\nServer: nginx\r\n\r\nForbidden", False,
+         "not the jupyter-server answer"),
         ("ray-dashboard", b'HTTP/1.1 200 OK\r\n\r\n{"version": "4", "ray_version": "2.60.0", "ray_commit": "x"}',
-         True, "ray-dashboard; version 2.60.0"),
+         True, "ray-dashboard without authentication; version 2.60.0"),
         ("ray-dashboard", b"HTTP/1.1 401 Unauthorized\r\n\r\nUnauthorized: Missing authentication token", True,
          "HTTP/1.1 401 Unauthorized: ray-dashboard with authentication on"),
         ("ray-dashboard", b"HTTP/1.1 401 Unauthorized\r\n\r\nGo away", False, "not the ray-dashboard answer"),
@@ -241,6 +257,31 @@ def test_recorded_answers_are_judged(signature_id: str, answer: bytes, confirmed
     result = exchange.judge(_declared(signature_id), answer)
     assert result.confirmed is confirmed
     assert detail in result.detail
+
+
+@pytest.mark.parametrize(
+    ("signature_id", "answer", "authentication", "version"),
+    [
+        ("zeromq", ZMTP_NULL, False, None),
+        ("zeromq", ZMTP_CURVE, True, None),
+        ("zeromq", ZMTP_NULL[:10], None, None),  # no mechanism arrived: unknown, not "open"
+        ("jupyter-server", JUPYTER_OPEN, False, None),
+        ("jupyter-server", JUPYTER_TOKEN, True, None),
+        ("ray-dashboard", b'HTTP/1.1 200 OK\r\n\r\n{"ray_version": "2.60.0"}', False, "2.60.0"),
+        ("ray-dashboard", b"HTTP/1.1 401 Unauthorized\r\n\r\nUnauthorized: Missing authentication token",
+         True, None),
+        # MLflow's /version is served whatever its auth: answering it proves nothing either way
+        ("mlflow", b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\n3.18.0", None, "3.18.0"),
+        ("nccl-ras", b"SERVER PROTOCOL 2\n", None, None),
+    ],
+)  # fmt: skip
+def test_answers_say_whether_authentication_is_on_and_which_version(
+    signature_id: str, answer: bytes, authentication: bool | None, version: str | None
+) -> None:
+    result = exchange.judge(_declared(signature_id), answer)
+    assert result.confirmed
+    assert result.authentication is authentication
+    assert result.version == version
 
 
 def test_a_flood_is_judged_on_the_capped_window_only() -> None:
@@ -330,3 +371,223 @@ def _classify(proc: FakeProc, listeners: list[Listener]) -> list[Classification 
     facts = {item.pid: cache.get(item.pid) for item in listeners if item.pid is not None}
     found, _vanished = classify.classify(listeners, signatures.load(), facts, context)
     return [found.get(index) for index in range(len(listeners))]
+
+
+# Ray's head over gRPC (ray-gcs, ray-client): the HTTP/2 preface, never a call ---------------
+
+H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+# grpcio 1.85.3 on loopback, its first frame after our preface (SETTINGS: initial window,
+# max frame size, max header list size, 0xfe03 grpc-allow-true-binary-metadata)
+GRPC_SETTINGS = bytes.fromhex(
+    "000018040000000000" "000400400000" "000500400000" "000600004000" "fe0300000001"
+)  # fmt: skip
+
+
+def _ray_file(name: str) -> str:
+    return (ROOT / "probes" / f"{name}.toml").read_text()
+
+
+def test_ray_head_signatures_declare_the_http2_preface_and_name_their_rule() -> None:
+    loaded = _loaded()
+    for signature_id, rule_id, port in (("ray-gcs", "NA048", 6379), ("ray-client", "NA049", 10001)):
+        signature = loaded[signature_id]
+        assert (signature.rule_id, signature.default_ports) == (rule_id, (port,))
+        assert signature.risk.value == "critical"
+        assert (ROOT / "docs" / "rules" / f"{rule_id}.md").is_file()
+        declared = exchange.declared(f"exchange:{signature_id}")
+        assert declared == signature.exchange and declared.protocol == "http2"
+        # Given the declared bytes, then they are the 24-octet preface and one empty SETTINGS
+        # frame (length 0, type 4, flags 0, stream 0): no HEADERS frame, so no stream, no call
+        wire = exchange.request(declared, "127.0.0.1", port)
+        assert wire == H2_PREFACE + bytes.fromhex("000000040000000000") == allowlist.H2_PREFACE_EMPTY_SETTINGS
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        # a HEADERS frame (type 1) after the preface would open stream 1
+        (("000000040000000000\"", "000000040000000000" + "000005010400000001" + "8286418a\""),
+         "exchange.send_hex: these bytes are not allowed for ray-gcs: no HEADERS frame"),
+        (('protocol = "http2"', 'protocol = "bytes"'), "exchange.protocol: 'bytes' is not allowed for ray-gcs"),
+        (('service = "ray-gcs"', 'service = "zeromq"'), "exchange.protocol: 'http2' is not allowed for zeromq"),
+        (('service = "ray-gcs"', 'service = "my-grpc"'), "no exchange is allowed for service 'my-grpc'"),
+    ],
+)  # fmt: skip
+def test_an_http2_exchange_may_send_only_the_preface(edit: tuple[str, str], message: str) -> None:
+    shipped = _ray_file("ray-gcs")
+    text = shipped.replace(*edit)
+    assert text != shipped
+    with pytest.raises(SignatureError) as error:
+        signatures.parse(text, "site-probes/ray-gcs.toml")
+    assert str(error.value).startswith("site-probes/ray-gcs.toml: ") and message in str(error.value)
+
+
+def test_the_engine_refuses_a_grpc_call_even_when_called_directly(no_connect: None) -> None:
+    gcs = _declared("ray-gcs")
+    headers = bytes.fromhex("000005010400000001") + b"\x82\x86\x41\x8a\x00"
+    for forged in (
+        dataclasses.replace(gcs, payload=gcs.payload + headers),
+        dataclasses.replace(gcs, payload=H2_PREFACE),
+        dataclasses.replace(gcs, protocol="bytes"),
+    ):
+        with pytest.raises(ExchangeRefused, match="nothing sent"):
+            exchange.run(forged, "127.0.0.1", 9)
+
+
+@pytest.mark.parametrize(
+    ("answer", "confirmed", "detail"),
+    [
+        (GRPC_SETTINGS + bytes.fromhex("0000040800000000000000003f0001"), True,
+         "HTTP/2 SETTINGS (4 settings): gRPC (grpc-core settings); ray-gcs, no stream opened"),
+        # nghttp2's default server settings (MAX_CONCURRENT_STREAMS 100): HTTP/2, not grpc-core
+        (bytes.fromhex("000006040000000000" "000300000064"), True,
+         "HTTP/2 SETTINGS (1 settings): HTTP/2 without grpc-core's settings"),
+        (bytes.fromhex("000000040000000000"), True, "HTTP/2 SETTINGS (0 settings)"),
+        # an ACK first, a SETTINGS on a stream, a GOAWAY, a torn or oversized frame: not a preface
+        (bytes.fromhex("000000040100000000"), False, "not an HTTP/2 server preface"),
+        (bytes.fromhex("000000040000000001"), False, "not an HTTP/2 server preface"),
+        (bytes.fromhex("000008070000000000" "0000000000000001"), False, "not an HTTP/2 server preface"),
+        (bytes.fromhex("000005040000000000" "0003000000"), False, "not an HTTP/2 server preface"),
+        (bytes.fromhex("004002040000000000"), False, "not an HTTP/2 server preface"),
+        (bytes.fromhex("0000"), False, "not an HTTP/2 frame"),
+        (b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n", False,
+         "an HTTP/1 answer, not HTTP/2: 'HTTP/1.1 400 Bad Request'"),
+        # redis-server 7.0.15 on the same port (6379 is Redis's default too)
+        (b"-ERR unknown command 'PRI', with args beginning with: '*' 'HTTP/2.0' \r\n", False,
+         "not an HTTP/2 server preface: \"-ERR unknown command 'PRI'"),
+        (b"", False, "closed without an answer"),
+    ],
+)  # fmt: skip
+def test_recorded_http2_answers_are_judged(answer: bytes, confirmed: bool, detail: str) -> None:
+    result = exchange.judge(_declared("ray-gcs"), answer)
+    assert result.confirmed is confirmed
+    assert detail in result.detail
+
+
+def test_the_engine_checks_the_frame_itself_whatever_expect_declares() -> None:
+    import re
+
+    # Given a declaration whose expect would take any answer, then the engine still wants the
+    # server's SETTINGS: no ACK, stream 0, a bounded length of whole settings
+    loose = dataclasses.replace(_declared("ray-gcs"), expect=re.compile("^"))
+    assert exchange.judge(loose, GRPC_SETTINGS).confirmed
+    for answer in ("000000040100000000", "000000040000000001", "000005040000000000", "004002040000000000"):
+        assert not exchange.judge(loose, bytes.fromhex(answer) + bytes(6)).confirmed, answer
+
+
+GCS_ARGV = (
+    "/usr/local/lib/python3.11/site-packages/ray/core/src/ray/gcs/gcs_server", "--log_dir=/tmp/ray/logs",
+    "--gcs_server_port=6379", "--node-ip-address=10.0.0.5", "--session-name=session_x",
+)  # fmt: skip
+CLIENT_ARGV = (
+    PY, "/usr/local/lib/python3.11/site-packages/ray/_private/workers/setup_worker.py", "-m",
+    "ray.util.client.server", "--address=10.0.0.5:6379", "--host=0.0.0.0", "--port=10001", "--mode=proxy",
+)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("process", "port", "expected"),
+    [
+        ({"comm": "gcs_server", "cmdline": GCS_ARGV}, 6379, "ray-gcs/ray-gcs/gcs/high"),
+        ({"comm": "ray::GCS", "cmdline": GCS_ARGV}, 6379, "ray-gcs/ray-gcs/gcs/high"),
+        ({"cmdline": CLIENT_ARGV}, 10001, "ray-client/ray-client/server/high"),
+        ({"cmdline": (PY, "-m", "ray.util.client.server", "--port=23001", "--mode=specific-server")}, 23001,
+         "ray-client/ray-client/server/high"),
+    ],
+)  # fmt: skip
+def test_ray_head_processes_are_recognised(
+    tmp_path: Path, process: dict[str, object], port: int, expected: str
+) -> None:
+    proc = FakeProc(tmp_path / "proc")
+    proc.process(720, **process)  # type: ignore[arg-type]
+    found = _classify(proc, [_listener(port, 720, "0.0.0.0", 4096)])[0]
+    assert found is not None
+    assert f"{found.signature}/{found.service}/{found.variant}/{found.confidence.value}" == expected
+    assert found.handshake == f"exchange:{found.signature}"
+
+
+def test_ray_head_ports_are_not_claimed_by_name_or_port_alone(tmp_path: Path) -> None:
+    proc = FakeProc(tmp_path / "proc")
+    # gcs_server's other listeners are not its --gcs_server_port; a plain Python on 10001 is not Ray
+    proc.process(730, comm="gcs_server", cmdline=GCS_ARGV)
+    proc.process(731, cmdline=(PY, "server.py", "--port=10001"))
+    proc.process(732, cmdline=CLIENT_ARGV)
+    found = _classify(proc, [
+        _listener(41000, 730, "0.0.0.0", 4096), _listener(10001, 731, "0.0.0.0", 128),
+        _listener(41001, 732, "0.0.0.0", 4096),
+    ])  # fmt: skip
+    assert found == [None, None, None]
+    unattributed = _classify(proc, [_listener(6379, None, "0.0.0.0", 511), _listener(10001, None, "::", 128)])
+    assert [(f.service, f.variant, f.confidence.value) for f in unattributed if f] == [
+        ("ray-gcs", "candidate", "medium"), ("ray-client", "candidate", "medium")]  # fmt: skip
+
+
+# The Kubernetes launchers' master port (training operator and Volcano: 23456) --------------
+
+K8S_TORCHRUN = (PY, "/usr/local/bin/torchrun", "--nnodes=2", "--nproc-per-node=1", "train.py")
+PYTORCHJOB_ENV = {"MASTER_PORT": "23456", "PET_MASTER_PORT": "23456", "MASTER_ADDR": "job-master-0"}
+
+
+def _store(proc: FakeProc, pid: int, **process: object) -> Classification | None:
+    proc.process(pid, maps=torch_maps(), **process)  # type: ignore[arg-type]
+    return _classify(proc, [_listener(23456, pid, "::", 4096)])[0]
+
+
+def _label(found: Classification | None) -> str | None:
+    return None if found is None else f"{found.service}/{found.variant}/{found.confidence.value}"
+
+
+def test_a_pytorchjob_agent_store_is_named_by_its_master_port(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from netaudit import environ
+
+    # the training operator hands torchrun its port as PET_MASTER_PORT (master.go); the probe
+    # reads only allowlisted variables, so this test lets it keep that one
+    monkeypatch.setattr(environ, "ALLOWED", environ.ALLOWED | {"PET_MASTER_PORT", "PET_RDZV_ENDPOINT"})
+    proc = FakeProc(tmp_path / "proc")
+    threads = {"pt_elastic": 1, "pt_tcpstore_uv": 1}
+    # Given an agent whose workers are not started yet, then its PET_MASTER_PORT names the store
+    found = _store(
+        proc, 740, comm="pt_elastic", cmdline=K8S_TORCHRUN, threads=threads, environ=PYTORCHJOB_ENV
+    )
+    assert _label(found) == "tcpstore/agent-worker-store/high"
+    assert found is not None and "port 23456 = PET_MASTER_PORT of this process" in found.evidence
+    # an elastic PyTorchJob: PET_RDZV_ENDPOINT (elastic.go) names the rendezvous store
+    elastic = {"PET_RDZV_ENDPOINT": "job-worker-0:23456", "PET_RDZV_BACKEND": "c10d"}
+    found = _store(proc, 741, comm="pt_elastic", cmdline=K8S_TORCHRUN, threads=threads, environ=elastic)
+    assert _label(found) == "tcpstore/rendezvous-store/high"
+    assert found is not None and "port 23456 = PET_RDZV_ENDPOINT of this process" in found.evidence
+
+
+def test_a_volcano_job_store_is_named_by_master_port_argument_or_env(tmp_path: Path) -> None:
+    proc = FakeProc(tmp_path / "proc")
+    threads = {"pt_elastic": 1, "pt_tcpstore_uv": 1}
+    # Volcano sets MASTER_PORT (pytorch.go); torchrun is handed it as --master_port $MASTER_PORT
+    argv = (*K8S_TORCHRUN[:-1], "--master_addr=job-master-0", "--master_port", "23456", "train.py")
+    found = _store(proc, 750, comm="pt_elastic", cmdline=argv, threads=threads)
+    assert _label(found) == "tcpstore/agent-worker-store/high"
+    assert found is not None and "port 23456 = --master_port 23456" in found.evidence
+    # without torchrun, rank 0 hosts the store at its MASTER_PORT
+    rank0 = {"MASTER_PORT": "23456", "RANK": "0", "WORLD_SIZE": "2"}
+    found = _store(
+        proc, 751, cmdline=(PY, "train.py"), threads={"python3": 1, "pt_tcpstore_uv": 1}, environ=rank0
+    )
+    assert _label(found) == "tcpstore/rank0-store/high"
+    # and an unattributed listener on 23456 is a candidate for the TCPStore ping
+    unattributed = _classify(proc, [_listener(23456, None, "0.0.0.0", 4096)])[0]
+    assert _label(unattributed) == "tcpstore/candidate-store/medium"
+    assert unattributed is not None and unattributed.handshake == "tcpstore-ping"
+
+
+def test_a_plain_target_sweep_confirms_the_launchers_and_ray_head_ports() -> None:
+    from netaudit.audit.plan import handshake_for
+    from netaudit.models import Endpoint
+
+    # Given an address no inventory covers, when one of these ports answers, then it gets its
+    # service's read-only confirmation (the TCPStore ping on the PyTorchJob master port)
+    loaded = signatures.load()
+    expected = {23456: "tcpstore-ping", 6379: "exchange:ray-gcs", 10001: "exchange:ray-client"}
+    for port, name in expected.items():
+        endpoint = Endpoint("198.51.100.7", "198.51.100.7", Family.IPV4, port, None, None, True)
+        assert handshake_for(endpoint, loaded, 60.0) == name

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from netaudit import inventory_json, signatures
+from netaudit import cgroupmap, inventory_json, signatures
 from netaudit.fix import cgroups, closing, nftables
 from tests.cli.helpers import run
-from tests.cli.inventories import two_nodes
+from tests.cli.inventories import node, two_nodes, write
 from tests.unit.factories import finding
 
 LOADED = signatures.load()
@@ -111,7 +111,7 @@ needs_nft = pytest.mark.skipif(
 
 @needs_nft
 def test_nft_accepts_the_ruleset_with_a_cgroup_rule() -> None:
-    mount = cgroups.cgroup2_mount()
+    mount = cgroupmap.node_mount()
     if mount is None:
         pytest.skip("no cgroup v2 mount")
     assert isinstance(cgroups.job_cgroup("/", mount), str)  # the root itself is refused
@@ -154,3 +154,38 @@ def test_fix_cli_refuses_without_intended_subnets_and_bad_reports(tmp_path: Path
     os.mkfifo(fifo)
     result = run("fix", "--report", str(fifo), "--intended-subnet", "198.18.0.0/16")
     assert result.status == 2 and "a FIFO, not a regular file" in result.stderr
+
+
+def test_fix_writes_cgroup_paths_for_the_mount_the_nodes_recorded(tmp_path: Path) -> None:
+    # Given nodes whose probe recorded a hybrid v1/v2 host's mount (RHEL 8's default layout)
+    hybrid = [replace(node(f"node0{i}", i), cgroup2_mount="/sys/fs/cgroup/unified") for i in (1, 2)]
+    paths = [write(tmp_path / f"{n.host}.json", n) for n in hybrid]
+    out = tmp_path / "hybrid.nft"
+    args = ["fix", "--intended-subnet", "198.18.0.0/16", "--no-check", "--output", str(out)]
+    result = run(*args, *(f"--inventory={p}" for p in paths))
+    # then the rule's path carries unified/ and the level counts from the v2 root
+    assert result.status == 3, result.stderr  # 3: --no-check, so not checked
+    text = out.read_text()
+    assert 'socket cgroupv2 level 2 "unified/system.slice/slurmstepd.scope"' in text
+    assert "assume cgroup v2 mounted at /sys/fs/cgroup/unified" in text
+    # and when the nodes disagree, the most common mount wins and the others are named
+    mixed = [*hybrid, replace(node("node03", 3), cgroup2_mount="/sys/fs/cgroup")]
+    paths = [write(tmp_path / f"{n.host}.json", n) for n in mixed]
+    result = run(*args, *(f"--inventory={p}" for p in paths))
+    assert result.status == 3, result.stderr  # 3: --no-check, so not checked
+    text = out.read_text()
+    assert '"unified/system.slice/slurmstepd.scope"' in text
+    assert "write one with --cgroup-mount for node03" in text
+    # and --cgroup-mount still decides
+    result = run(*args, "--cgroup-mount", "/sys/fs/cgroup", *(f"--inventory={p}" for p in paths))
+    assert result.status == 3 and 'level 2 "system.slice/slurmstepd.scope"' in out.read_text()
+
+
+def test_an_inventorys_cgroup2_mount_must_be_an_absolute_path(tmp_path: Path) -> None:
+    for bad in ("sys/fs/cgroup", "/sys/fs/../../etc", "/sys/fs/cgroup\nx"):
+        document = inventory_json.to_json(replace(node("node01", 1), cgroup2_mount=bad))
+        path = tmp_path / "bad.json"
+        path.write_text(json.dumps(document))
+        result = run("fix", "--intended-subnet", "198.18.0.0/16", "--no-check", "--inventory", str(path))
+        assert result.status == 2, result.stderr
+        assert f"{path}: cgroup2_mount: " in result.stderr and "is not an absolute path" in result.stderr

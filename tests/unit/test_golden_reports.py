@@ -21,6 +21,7 @@ from netaudit.models import (
     BindScope,
     Classification,
     Confidence,
+    CveEvidence,
     Endpoint,
     ExposureHint,
     Family,
@@ -114,7 +115,9 @@ def rich_report() -> Report:
     job = JobIdentity(slurm_job_id="4242", slurm_job_user="alice", rank=0, world_size=2,
                       master_addr="node01", master_port=29500, torch_version="2.13.0+cpu")  # fmt: skip
     trainer = _process(4242, "python3", job, "torchrun", "--nproc-per-node=1", "train.py")
-    rpc = _process(4250, "python3", JobIdentity(slurm_job_id="4243"), "python3", "rpc_worker.py")
+    rpc = _process(
+        4250, "python3", JobIdentity(slurm_job_id="4243", torch_version="2.2.1"), "python3", "rpc_worker.py"
+    )
     gloo = _process(
         5001, "python3", JobIdentity(slurm_job_id="4242", rank=1, world_size=2), "python3", "train.py"
     )
@@ -177,7 +180,10 @@ def rich_report() -> Report:
         _finding("NA002", "RPC (TensorPipe) listener reachable from outside", Severity.CRITICAL,
                  e_rpc4, e_rpc4.attempts[0], NET_V4,
                  ("syn from 203.0.113.10 (eth1, 203.0.113.0/24): open (syn-ack), rtt 0.398 ms",
-                  "inventory: rpc-tensorpipe/worker (high)"), baseline_state="new"),
+                  "inventory: rpc-tensorpipe/worker (high)"), baseline_state="new",
+                 cves=(CveEvidence("CVE-2024-5480", "torch", "2.2.1", "local", "2.2.2", False,
+                                   "torch.distributed.rpc runs the functions a caller sends",
+                                   "https://nvd.nist.gov/vuln/detail/CVE-2024-5480"),)),
         _finding("NA003", "c10d Gloo listener reachable from outside", Severity.HIGH,
                  e_gloo6, e_gloo6.attempts[0], NET_V6,
                  ("syn from 2001:db8:113::10 (eth1, 2001:db8:113::/64): open (syn-ack), rtt 0.470 ms",),

@@ -78,11 +78,14 @@ def as_schema_1(document: dict[str, Any]) -> dict[str, Any]:
     onto every listener (checked against the verbatim SCHEMA_1_SAMPLE above)."""
     old = copy.deepcopy(document)
     processes = old.pop("processes")
+    old.pop("cgroup2_mount")  # added with schema 2; schema 1 never had it
     old["schema_version"] = 1
     for listener in old["listeners"]:
         pid = listener["pid"]
         facts = copy.deepcopy(processes[str(pid)]) if pid is not None else None
         job = facts.pop("job") if facts else None
+        if facts:
+            facts.pop("packages")  # added with schema 2; schema 1 never had it
         listener.update(
             process_name=facts["name"] if facts else None,
             user=facts["user"] if facts else None,
