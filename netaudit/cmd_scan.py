@@ -57,10 +57,16 @@ def load_inventories(paths: list[str], env: Environment) -> list[Inventory]:
     from netaudit.audit.intake import Sharing
     from netaudit.audit.run import long_lived_objects
 
-    documents = docparse.iter_inventory_documents(paths, env.stdin, INVENTORY_LIMIT_BYTES)
+    documents = docparse.iter_inventory_documents(paths, env.stdin, INVENTORY_LIMIT_BYTES, unparsed=True)
     sharing = Sharing()
+
+    def read(label: str, document: object) -> Inventory:
+        if isinstance(document, bytes):
+            return inventory_json.from_text(document, label)
+        return inventory_json.from_json(document, label)
+
     with long_lived_objects():
-        return [sharing.compact(inventory_json.from_json(document, label)) for label, document in documents]
+        return [sharing.compact(read(label, document)) for label, document in documents]
 
 
 def write_report(report: Report, fmt: str, stream: IO[str]) -> None:

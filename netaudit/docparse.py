@@ -238,7 +238,7 @@ def load_inventory_documents(
 
 
 def iter_inventory_documents(
-    paths: Sequence[str], stdin: IO[str] | IO[bytes], limit_bytes: int
+    paths: Sequence[str], stdin: IO[str] | IO[bytes], limit_bytes: int, unparsed: bool = False
 ) -> Iterator[tuple[str, object]]:
     """(label, parsed JSON) of every --inventory file, in order; '-' reads ``stdin``.
 
@@ -272,6 +272,10 @@ def iter_inventory_documents(
                 raw = safeio.read_document(path, limit_bytes)
         except OSError as problem:
             raise read_error(name, problem, InventoryError) from None
+        if unparsed and not raw.lstrip(b" \t\n\r").startswith(b"["):
+            yield name, raw  # one document's bytes: inventory_json.from_text reads them
+            del raw
+            continue
         text = _checked_text(raw, name, InventoryError)
         del raw
         start = _skip(text, 0)
