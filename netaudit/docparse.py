@@ -240,7 +240,9 @@ def load_inventory_documents(
 def iter_inventory_documents(
     paths: Sequence[str], stdin: IO[str] | IO[bytes], limit_bytes: int, unparsed: bool = False
 ) -> Iterator[tuple[str, object]]:
-    """(label, parsed JSON) of every --inventory file, in order; '-' reads ``stdin``.
+    """(label, parsed JSON) of every --inventory file, in order; '-' reads ``stdin``. With
+    ``unparsed``, a file holding one document (not a bundle) comes as its raw bytes instead,
+    for inventory_json.from_text.
 
     A file holding a JSON list is a bundle (what the central run of a fan-out sends its
     scanning peers): each element is its own document, labelled ``name[index]``. Every file

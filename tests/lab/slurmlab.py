@@ -33,6 +33,7 @@ Without them :func:`slurm_cluster` calls ``pytest.skip`` with the reason. Set
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import re
 import shutil
@@ -619,6 +620,50 @@ def slurm_cluster(
         if not (prolog.is_file() and os.access(prolog, os.X_OK)):
             raise ValueError(f"prolog is not an executable file: {prolog}")
 
+    with _one_lab_per_host():
+        yield from _run_cluster(prolog, prolog_flags, extra_conf, prolog_timeout, startup_timeout)
+
+
+# Two test sessions on one machine, each with its labs, tripped over each other's slurmd and job
+# cleanup (seen when two sessions ran at once). A lock file serialises sessions, not the labs of
+# one session, which may run side by side; the wait is bounded and then skips.
+_LOCK_PATH = Path(tempfile.gettempdir()) / "netaudit-slurmlab.lock"
+_LOCK_WAIT_S = 600.0
+
+
+_HELD = {"labs": 0}  # labs this process runs now: side by side in one session is fine (a test does it)
+
+
+@contextlib.contextmanager
+def _one_lab_per_host() -> Iterator[None]:
+    if _HELD["labs"]:
+        _HELD["labs"] += 1
+        try:
+            yield
+        finally:
+            _HELD["labs"] -= 1
+        return
+    with open(_LOCK_PATH, "a+b") as lock:
+        deadline = time.monotonic() + _LOCK_WAIT_S
+        while True:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    pytest.skip(f"another single-node Slurm lab held {_LOCK_PATH} for {_LOCK_WAIT_S:g} s")
+                time.sleep(0.5)
+        _HELD["labs"] = 1
+        try:
+            yield
+        finally:
+            _HELD["labs"] = 0
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _run_cluster(
+    prolog: Path | None, prolog_flags: str, extra_conf: str, prolog_timeout: int, startup_timeout: float
+) -> Iterator[SlurmCluster]:
     full_hostname = socket.gethostname()
     nodename = full_hostname.split(".", 1)[0]
     root = Path(tempfile.mkdtemp(prefix="slurmlab-"))
