@@ -40,6 +40,7 @@ def to_junit(report: Report) -> str:
             )
             failure.text = "\n".join(
                 f"{f.rule_id} from {f.source or 'static'}: {'; '.join(f.evidence)}\nfix: {f.remediation}"
+                + "".join(f"\n{cve.text} ({cve.source})" for cve in f.cves)
                 for f in mine
             )
         elif endpoint.attempts and all(a.state is PortState.NOT_TESTED for a in endpoint.attempts):
