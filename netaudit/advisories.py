@@ -50,6 +50,7 @@ class Advisory:
     disputed: bool
     summary: str
     sources: tuple[str, ...]
+    condition: str = ""  # the configuration the CVE needs beyond the version, or ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +103,7 @@ def _advisory(table: Table) -> Advisory:
         disputed=table.get("disputed", bool, required=True),
         summary=table.get("summary", str, required=True),
         sources=sources,
+        condition=table.get("condition", str) or "",
     )
     table.finish()
     return advisory
@@ -189,6 +191,7 @@ def evidence(known: Known, service: str, versions: Iterable[tuple[str, str, str]
                 disputed=advisory.disputed,
                 summary=advisory.summary,
                 source=advisory.sources[0],
+                condition=advisory.condition,
             )
     return tuple(found[key] for key in sorted(found))
 

@@ -11,9 +11,13 @@ that stops when every wanted id is found maps them all without a stat per direct
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterable
 from typing import NamedTuple
 
+# An absolute path of plain characters, no "..": it ends up inside a quoted string of an
+# nftables rule, where a '"' or '#' from a hostile inventory would rewrite the rule.
+MOUNT_POINT = re.compile(r"\A(?!.*(?:^|/)\.\.(?:/|\Z))/[A-Za-z0-9._@+/-]{0,255}\Z")
 _MOUNTINFO_LIMIT = 1 << 20
 _PROCS_LIMIT = 1 << 22  # a cgroup of 400,000 pids; the root cgroup of a busy node is far less
 

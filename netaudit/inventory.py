@@ -161,6 +161,12 @@ def _library_patterns(signatures: Sequence[Signature]) -> tuple[str, ...]:
     return tuple(patterns)
 
 
+def _mount_point(point: str | None) -> str | None:
+    """The node's cgroup v2 mount as the inventory may carry it (cgroupmap.MOUNT_POINT):
+    a mount at an odd path (a space, a quote) is left out, and `fix` falls back to --cgroup-mount."""
+    return point if point is not None and cgroupmap.MOUNT_POINT.match(point) else None
+
+
 def collect(
     signatures: Sequence[Signature],
     intended: Sequence[exposure.Network] = (),
@@ -285,5 +291,5 @@ def collect(
         namespaces=namespaces,
         listeners=tuple(listeners),
         gaps=tuple(gaps),
-        cgroup2_mount=cgroupmap.node_mount(f"{proc}/self/mountinfo"),
+        cgroup2_mount=_mount_point(cgroupmap.node_mount(f"{proc}/self/mountinfo")),
     )

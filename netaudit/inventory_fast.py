@@ -31,7 +31,8 @@ from msgspec import UNSET, Meta, Struct, UnsetType
 
 from netaudit import hostnames
 from netaudit.advisories import PACKAGE_NAME, VERSION_TEXT
-from netaudit.inventory_json import MAX_PACKAGES, MOUNT_POINT
+from netaudit.cgroupmap import MOUNT_POINT
+from netaudit.inventory_json import MAX_PACKAGES
 from netaudit.models import (
     BindScope,
     Classification,

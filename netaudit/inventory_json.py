@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import re
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from sys import intern
@@ -24,6 +23,7 @@ from typing import Any
 
 from netaudit import hostnames
 from netaudit.advisories import PACKAGE_NAME, VERSION_TEXT
+from netaudit.cgroupmap import MOUNT_POINT
 from netaudit.models import (
     BindScope,
     Classification,
@@ -49,8 +49,6 @@ SCHEMA_VERSION = 2
 READABLE_VERSIONS = (1, 2)
 _MAX_LISTENERS = 200_000  # a node with more is not a node we were built for; refuse, not hang
 _U32 = 2**32 - 1
-# an absolute path of printable characters, no "..": it ends up in a ruleset's cgroup path
-MOUNT_POINT = re.compile(r"\A(?!.*(?:^|/)\.\.(?:/|\Z))/[\x21-\x7e]{0,255}\Z")
 MAX_PACKAGES = 32  # versioned distributions beside one process (netaudit.pkgversions knows 7)
 _U64 = 2**64 - 1
 

@@ -376,6 +376,8 @@ class CveEvidence:
         seen: "local" (the probe read it on the node) or "answer" (the service's answer said it).
         fixed: the first fixed release; "" where none exists.
         source: the advisory the range comes from.
+        condition: the configuration the CVE needs beyond the version, "" when none: the
+            version alone does not prove the process is vulnerable.
     """
 
     id: str
@@ -386,12 +388,15 @@ class CveEvidence:
     disputed: bool
     summary: str
     source: str
+    condition: str = ""  # the configuration it needs beyond the version ("" when none)
 
     @property
     def text(self) -> str:
         fixed = f"fixed in {self.fixed}" if self.fixed else "no fixed release"
         disputed = "; disputed by the vendor" if self.disputed else ""
-        return f"{self.id}: {self.package} {self.version} ({self.seen}), {fixed}{disputed}: {self.summary}"
+        only = f" (only when {self.condition})" if self.condition else ""
+        what = f"{self.id}: {self.package} {self.version} ({self.seen})"
+        return f"{what}, {fixed}{disputed}: {self.summary}{only}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,7 +11,6 @@ import, no file of the package read. torch's version comes from torch/version.py
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Iterable
 
@@ -27,44 +26,51 @@ PACKAGES = {
     "sglang": "sglang",
     "llama_stack": "llama_stack",
 }
-_SITE_MODULE = re.compile(r"(/[^\0\s:=]*?/(?:site|dist)-packages)/([A-Za-z0-9_]+)/")
+# A path is a token between separators of a command line or a maps path (argv joins paths with
+# ':' in -cp and '=' in --opt=PATH); a token is looked at only up to PATH_MAX.
+_SEPARATORS = re.compile(r"[\s:=\0]+")
+_PATH_MAX = 4096
+_SITES = ("/site-packages/", "/dist-packages/")
 _MAX_ENTRIES = 20_000  # a site-packages directory holds hundreds; bound a hostile one
 _DIST_INFO = re.compile(r"^([A-Za-z0-9_.]+)-([0-9][0-9A-Za-z.+_]{0,63})\.dist-info$")
 
 
 def site_modules(texts: Iterable[str]) -> set[tuple[str, str]]:
-    """(site-packages directory, distribution) for the known packages the paths point into."""
+    """(site-packages directory, distribution) for the known packages the paths point into.
+    Linear in the text: a process's own command line is input its user controls."""
     found = set()
     for text in texts:
         if "-packages/" not in text:
             continue
-        for site, module in _SITE_MODULE.findall(text):
-            distribution = PACKAGES.get(module)
-            if distribution is not None:
-                found.add((site, distribution))
+        for token in _SEPARATORS.split(text):
+            if len(token) > _PATH_MAX or not token.startswith("/"):
+                continue
+            for marker in _SITES:
+                at = token.find(marker)
+                if at < 0:
+                    continue
+                module = token[at + len(marker) :].split("/", 1)
+                distribution = PACKAGES.get(module[0]) if len(module) == 2 else None
+                if distribution is not None:
+                    found.add((token[: at + len(marker) - 1], distribution))
     return found
 
 
 def versions(
     root: str, wanted: set[tuple[str, str]], listings: dict[tuple[int, int], list[str] | None]
 ) -> list[tuple[str, str]]:
-    """(distribution name, version) for each wanted one installed, sorted. ``listings`` caches
-    directory listings by (device, inode) for the whole probe run: the processes of one
-    container or virtualenv share them."""
-    result = set()
+    """(distribution name, version) for each wanted one installed, sorted, one version per
+    distribution (the first by name if a stale second dist-info lies beside it). ``listings``
+    caches directory listings by the (device, inode) of the directory actually opened, for
+    the whole probe run: the processes of one container or virtualenv share them."""
+    result: dict[str, str] = {}
     for site, distribution in sorted(wanted):
         try:
-            info = os.lstat(f"{root}{site}")
+            names = safeio.list_user_dir(root, site, _MAX_ENTRIES, listings)
         except OSError:
             continue
-        key = (info.st_dev, info.st_ino)
-        if key not in listings:
-            try:
-                listings[key] = safeio.list_user_dir(root, site, _MAX_ENTRIES)
-            except OSError:
-                listings[key] = None
-        for name in listings[key] or ():
+        for name in sorted(names):
             match = _DIST_INFO.match(name)
             if match and match.group(1).lower().replace(".", "_") == distribution:
-                result.add((distribution.replace("_", "-"), match.group(2)))
-    return sorted(result)
+                result.setdefault(distribution.replace("_", "-"), match.group(2))
+    return sorted(result.items())

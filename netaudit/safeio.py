@@ -75,9 +75,13 @@ def read_user_file(root: str, relative: str, limit_bytes: int) -> bytes:
         os.close(fd)
 
 
-def list_user_dir(root: str, relative: str, limit_entries: int) -> list[str]:
+def list_user_dir(
+    root: str, relative: str, limit_entries: int, known: dict[tuple[int, int], list[str] | None]
+) -> list[str]:
     """The names in ``root``/``relative``, walked like ``read_user_file`` (no link below
-    ``root`` followed); at most ``limit_entries`` of them, or OSError(EFBIG)."""
+    ``root`` followed); OSError(EFBIG) past ``limit_entries`` names. ``known`` caches listings
+    by the (device, inode) of the directory opened, so a path that resolves elsewhere for
+    another process can never stand in for it."""
     parts = [part for part in relative.split("/") if part]
     if any(part in (".", "..") for part in parts):
         raise UnsafeFileError(errno.EINVAL, f"refusing path {relative!r}")
@@ -87,15 +91,18 @@ def list_user_dir(root: str, relative: str, limit_entries: int) -> list[str]:
             following = os.open(part, _NOFOLLOW | os.O_DIRECTORY, dir_fd=directory)
             os.close(directory)
             directory = following
-        names = []
-        with os.scandir(directory) as entries:
-            for entry in entries:
-                names.append(entry.name)
-                if len(names) > limit_entries:
-                    raise UnsafeFileError(errno.EFBIG, f"{relative} has more than {limit_entries} entries")
-        return names
+        info = os.fstat(directory)
+        key = (info.st_dev, info.st_ino)
+        if key not in known:
+            with os.scandir(directory) as entries:
+                names = [entry.name for _, entry in zip(range(limit_entries + 1), entries, strict=False)]
+            known[key] = names if len(names) <= limit_entries else None
     finally:
         os.close(directory)
+    listing = known[key]
+    if listing is None:
+        raise UnsafeFileError(errno.EFBIG, f"{relative} has more than {limit_entries} entries")
+    return listing
 
 
 # Documents a user names (inventory, config, baseline, verdict) ---------------------------

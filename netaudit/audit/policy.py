@@ -314,9 +314,12 @@ def static_findings(
     return _accepted_and_sorted(list(with_cves(findings, endpoints, policy.known)), policy)
 
 
-def _versions(endpoint: Endpoint, service: str, known: advisories.Known) -> list[tuple[str, str, str]]:
+def _versions(
+    endpoint: Endpoint, service: str, vantage: str, known: advisories.Known
+) -> list[tuple[str, str, str]]:
     """(package, version, where seen) of what runs behind ``endpoint``: what the probe read
-    on the node, then what the service's answers said."""
+    on the node, then what the service answered to ``vantage``, the host whose finding it is
+    (a merged endpoint holds every peer's attempts; one peer's answer is not another's)."""
     versions = []
     listener = endpoint.listener
     process = listener.process if listener else None
@@ -324,7 +327,7 @@ def _versions(endpoint: Endpoint, service: str, known: advisories.Known) -> list
         if process.job is not None and process.job.torch_version:
             versions.append(("torch", process.job.torch_version, "local"))
         versions += [(package, version, "local") for package, version in process.packages]
-    answered = [a.version for a in endpoint.attempts if a.confirmed]
+    answered = [a.version for a in endpoint.attempts if a.confirmed and a.vantage == vantage]
     return versions + advisories.answered_versions(known, service, answered)
 
 
@@ -339,7 +342,7 @@ def with_cves(
     result = []
     for finding in findings:
         endpoint = by_key.get((finding.host, finding.address, finding.port))
-        versions = _versions(endpoint, finding.service, known) if endpoint is not None else []
+        versions = _versions(endpoint, finding.service, finding.vantage, known) if endpoint else []
         cves = advisories.evidence(known, finding.service, versions) if versions else ()
         result.append(finding if cves == finding.cves else replace(finding, cves=cves))
     return tuple(result)

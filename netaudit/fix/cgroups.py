@@ -19,6 +19,8 @@ from dataclasses import dataclass
 NFT_CGROUP_BASE = "/sys/fs/cgroup"
 SLURM_SCOPE = "/system.slice/slurmstepd.scope"
 _JOB = re.compile(r"^job_\d+$")
+# What may stand inside the rule's quoted path: a '"', '\\' or '#' would end or rewrite it.
+_NFT_SAFE = re.compile(r"\A/[A-Za-z0-9._@+:=,/-]{0,4095}\Z")
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,9 +57,11 @@ def job_cgroup(path: str, mount: str) -> JobCgroup | str:
     clean = "/" + "/".join(part for part in path.split("/") if part)
     if clean == "/" or ".." in clean.split("/"):
         return f"cgroup {path!r}: name a cgroup below the root, without '..'"
-    if '"' in clean or any(not ch.isprintable() for ch in clean):
-        return f"cgroup {path!r}: not a cgroup path"
+    if not _NFT_SAFE.match(clean):
+        return f"cgroup {path!r}: not a cgroup path nft can be given (letters, digits, ._@+:=,- only)"
     absolute = os.path.normpath(mount + clean)
+    if not _NFT_SAFE.match(absolute):
+        return f"cgroup v2 mount {mount[:80]!r}: not a path nft can be given"
     if os.path.commonpath([absolute, NFT_CGROUP_BASE]) != NFT_CGROUP_BASE:
         return f"cgroup v2 is mounted at {mount}, outside {NFT_CGROUP_BASE} where nft looks"
     return JobCgroup(clean, clean.count("/"), os.path.relpath(absolute, NFT_CGROUP_BASE))

@@ -32,6 +32,7 @@ __all__ = ["ExchangeRefused", "confirm", "declare", "declared", "is_exchange_nam
 # rfc.zeromq.org/spec/23: a full ZMTP 3.x greeting is 64 octets; the mechanism is octets 12-31.
 ZMTP_GREETING_BYTES = 64
 _ZMTP_MECHANISM = slice(12, 32)
+_ZMTP_SECURED = frozenset({"CURVE", "PLAIN", "GSSAPI"})
 _STATUS_LINE = re.compile(r"HTTP/1\.[01] ([1-5][0-9]{2})[^\r\n]{0,120}")
 _CONTENT_LENGTH = re.compile(r"\r\ncontent-length:[ \t]{0,8}([0-9]{1,9})\r\n", re.IGNORECASE)
 _CHUNKED = re.compile(r"\r\ntransfer-encoding:[ \t]{0,8}chunked\r\n", re.IGNORECASE)
@@ -210,10 +211,16 @@ def _judge_zmtp(exchange: Exchange, reply: bytes, text: str) -> HandshakeResult:
     mechanism = raw.decode("ascii") if is_name else repr(raw)
     if mechanism == "NULL":
         meaning = "no authentication, anyone who connects may send"
+    elif mechanism in _ZMTP_SECURED:
+        # libzmq admits every CURVE key and PLAIN password unless the application runs a ZAP
+        # handler, which the wire does not show: encrypted, perhaps not authenticated.
+        meaning = (
+            "the peer requires a security handshake; whether it checks who connects depends on a ZAP handler"
+        )
     else:
-        meaning = "the peer requires a security handshake"
+        meaning = "not a mechanism ZMTP defines"
     detail = f"ZMTP {major}.{minor} greeting; mechanism {mechanism}: {meaning}"
-    return HandshakeResult(True, detail, authentication=mechanism != "NULL")
+    return HandshakeResult(True, detail, authentication=False if mechanism == "NULL" else None)
 
 
 def _judge_http2(exchange: Exchange, reply: bytes, text: str) -> HandshakeResult:

@@ -260,3 +260,47 @@ def test_version_text_is_bounded() -> None:
     assert advisories.VERSION_TEXT.match("2.13.0+cpu")
     assert not advisories.VERSION_TEXT.match("2" * 65)
     assert not re.match(advisories.VERSION_TEXT, "1.0\n")
+
+
+def test_a_link_in_one_process_root_cannot_blank_anothers_listing(tmp_path: Path) -> None:
+    # Given process A's virtualenv is a link to process B's real one (a link above the
+    # site-packages directory, which a stat of the whole path would follow)
+    real_root, hostile_root = tmp_path / "b", tmp_path / "a"
+    site = _site(real_root, "vllm-0.8.4.dist-info")
+    (hostile_root / "opt").mkdir(parents=True)
+    os.symlink(real_root / "opt/venv", hostile_root / "opt/venv")
+    wanted = {(site, "vllm")}
+    listings: dict[tuple[int, int], list[str] | None] = {}
+    # when A is read first (refused: no link is followed), then B, with one cache for the run,
+    assert pkgversions.versions(str(hostile_root), wanted, listings) == []
+    # then B's version is still found
+    assert pkgversions.versions(str(real_root), wanted, listings) == [("vllm", "0.8.4")]
+
+
+def test_site_paths_are_read_token_by_token_and_bounded() -> None:
+    argv = [
+        f"--x={'/a' * 3000}/site-packages/vllm/y.so",
+        "/v/site-packages/vllm/_C.so:/w/dist-packages/ray/r.so",
+    ]
+    assert pkgversions.site_modules(argv) == {("/v/site-packages", "vllm"), ("/w/dist-packages", "ray")}
+    assert pkgversions.site_modules(["/site-packages/" * 20_000]) == set()  # no module named there
+
+
+def test_a_peers_answered_version_names_no_cve_on_another_vantages_finding() -> None:
+    endpoint = _endpoint("ray-dashboard", 8265, version="1.13.0")  # what "admin" was answered
+    [finding] = _evaluate(endpoint)
+    assert finding.cves == ()  # 1.13.0 is before the data's Ray range (>=2.0)
+    peer = replace(endpoint.attempts[0], vantage="peer01", version="2.0.0")
+    merged = replace(endpoint, attempts=(*endpoint.attempts, peer))
+    assert policy.with_cves([finding], [merged], KNOWN)[0].cves == ()
+    # while the peer's own finding names them
+    assert policy.with_cves([replace(finding, vantage="peer01")], [merged], KNOWN)[0].cves
+
+
+def test_a_cve_that_needs_a_configuration_says_so() -> None:
+    known = advisories.shipped()
+    [pynccl] = advisories.evidence(known, "tcpstore", [("vllm", "0.8.4", "local")])
+    assert pynccl.id == "CVE-2025-47277" and "PyNcclPipe" in pynccl.condition
+    assert pynccl.text.endswith(f"(only when {pynccl.condition})")
+    no_condition = [cve for cve in advisories.evidence(known, "ray-dashboard", [("ray", "2.8.0", "answer")])]
+    assert no_condition and all(cve.condition == "" and "only when" not in cve.text for cve in no_condition)

@@ -182,10 +182,24 @@ def test_fix_writes_cgroup_paths_for_the_mount_the_nodes_recorded(tmp_path: Path
 
 
 def test_an_inventorys_cgroup2_mount_must_be_an_absolute_path(tmp_path: Path) -> None:
-    for bad in ("sys/fs/cgroup", "/sys/fs/../../etc", "/sys/fs/cgroup\nx"):
+    for bad in (
+        "sys/fs/cgroup",
+        "/sys/fs/../../etc",
+        "/sys/fs/cgroup\nx",
+        '/sys/fs/cgroup/unified"accept#',
+        "/a\\b",
+    ):
         document = inventory_json.to_json(replace(node("node01", 1), cgroup2_mount=bad))
         path = tmp_path / "bad.json"
         path.write_text(json.dumps(document))
         result = run("fix", "--intended-subnet", "198.18.0.0/16", "--no-check", "--inventory", str(path))
         assert result.status == 2, result.stderr
         assert f"{path}: cgroup2_mount: " in result.stderr and "is not an absolute path" in result.stderr
+
+
+def test_nothing_that_could_end_the_rules_quoted_path_reaches_it() -> None:
+    for path in ('/system.slice/a"accept#', "/system.slice/a\\b", "/system.slice/a b"):
+        assert isinstance(cgroups.job_cgroup(path, "/sys/fs/cgroup"), str), path
+    assert isinstance(cgroups.job_cgroup("/system.slice/slurmstepd.scope", '/sys/fs/cgroup/u"x#'), str)
+    job = cgroups.job_cgroup("/system.slice/slurmstepd.scope", "/sys/fs/cgroup/unified")
+    assert isinstance(job, cgroups.JobCgroup) and job.nft_path == "unified/system.slice/slurmstepd.scope"
