@@ -55,6 +55,14 @@ def render(report: Report, status: ExitStatus) -> str:
         )
         gauge("netaudit_findings_resolved", "Baseline findings no longer seen.",
               [({}, float(len(report.changes.resolved)))])  # fmt: skip
+    by_cve: dict[str, int] = {}
+    for finding in active:
+        for ident in {cve.id for cve in finding.cves}:
+            by_cve[ident] = by_cve.get(ident, 0) + 1
+    gauge("netaudit_findings_with_known_cve", "Active findings whose version falls in a known CVE's range.",
+          [({}, float(sum(1 for f in active if f.cves)))])  # fmt: skip
+    per_cve = [({"cve": ident}, float(count)) for ident, count in sorted(by_cve.items())]
+    gauge("netaudit_known_cve_findings", "Active findings per known CVE (probes/cves/cves.toml).", per_cve)
     gauge("netaudit_endpoints", "Endpoints (address x port) tried.", [({}, float(len(report.endpoints)))])
     unverified = sum(1 for e in report.endpoints for a in e.attempts if a.is_unverified_filter)
     gauge("netaudit_filtered_unverified", "Filtered attempts on paths where no canary answered.",
