@@ -60,6 +60,11 @@ def to_inventory(output: NodeOutput) -> Inventory | NodeFailure:
         )
     if len(output.stdout) > OUTPUT_LIMIT:
         return NodeFailure(output.node, f"output larger than {OUTPUT_LIMIT} bytes")
+    from netaudit import inventory_fast  # msgspec: only where inventories are read
+
+    fast = inventory_fast.decode(output.stdout)
+    if fast is not None:  # what it declines, the readers below judge and name
+        return fast if fast.host == output.node else replace(fast, host=output.node)
     try:
         data = docparse.parse_json(output.stdout, output.node, InputError)
     except InputError as error:
