@@ -12,6 +12,7 @@ RecursionError is still caught behind it, as a second guard.
 
 from __future__ import annotations
 
+import codecs
 import json
 import re
 import sys
@@ -237,12 +238,41 @@ def load_inventory_documents(
     return list(iter_inventory_documents(paths, stdin, limit_bytes))
 
 
+_UTF8_CHUNK = 1 << 24
+
+
+def _is_clean(raw: bytes) -> bool:
+    """What _checked_text checks (UTF-8, depth), without holding the text: a 4,096-node
+    bundle is 255 MB of bytes, and its text as much again. False: let _checked_text say why."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    try:
+        for start in range(0, len(raw), _UTF8_CHUNK):
+            decoder.decode(raw[start : start + _UTF8_CHUNK])
+        decoder.decode(b"", final=True)
+    except UnicodeDecodeError:
+        return False
+    return json_depth(raw) <= MAX_DEPTH
+
+
+def _raw_elements(raw: bytes) -> list[memoryview] | None:
+    """The elements of a bundle, each its own JSON text (msgspec's Raw: found, not parsed), or
+    None for anything msgspec will not split cleanly: the element-by-element parse below then
+    gives the error it always gave."""
+    import msgspec
+
+    try:
+        elements = msgspec.json.decode(raw, type=list[msgspec.Raw])
+    except (msgspec.DecodeError, RecursionError, ValueError):
+        return None
+    return [memoryview(element) for element in elements]
+
+
 def iter_inventory_documents(
     paths: Sequence[str], stdin: IO[str] | IO[bytes], limit_bytes: int, unparsed: bool = False
 ) -> Iterator[tuple[str, object]]:
     """(label, parsed JSON) of every --inventory file, in order; '-' reads ``stdin``. With
-    ``unparsed``, a file holding one document (not a bundle) comes as its raw bytes instead,
-    for inventory_json.from_text.
+    ``unparsed``, each document comes as its bytes instead (a bundle's elements too, once its
+    text passed the same checks), for inventory_json.from_text.
 
     A file holding a JSON list is a bundle (what the central run of a fan-out sends its
     scanning peers): each element is its own document, labelled ``name[index]``. Every file
@@ -274,9 +304,16 @@ def iter_inventory_documents(
                 raw = safeio.read_document(path, limit_bytes)
         except OSError as problem:
             raise read_error(name, problem, InventoryError) from None
-        if unparsed and not raw.lstrip(b" \t\n\r").startswith(b"["):
+        is_bundle = raw.lstrip(b" \t\n\r").startswith(b"[")
+        if unparsed and not is_bundle:
             yield name, raw  # one document's bytes: inventory_json.from_text reads them
             del raw
+            continue
+        elements = _raw_elements(raw) if unparsed and _is_clean(raw) else None
+        if elements is not None:  # each element's bytes, for inventory_json.from_text
+            for index, element in enumerate(elements):
+                yield f"{name}[{index}]", bytes(element)
+            del raw, elements
             continue
         text = _checked_text(raw, name, InventoryError)
         del raw

@@ -380,3 +380,34 @@ def test_the_probe_and_the_gate_do_not_import_msgspec() -> None:
         imported = _imported("-m", "netaudit", *command)
         assert "netaudit.cli" in imported
         assert not {"msgspec", "netaudit.inventory_fast"} & imported, command
+
+
+# Bundles (`--inventory -` with a list: what the central run of a fan-out sends its peers) -----
+
+
+def _read_all(raw: bytes, unparsed: bool) -> list[Inventory] | str:
+    import io
+
+    documents = docparse.iter_inventory_documents(["-"], io.BytesIO(raw), 1 << 30, unparsed=unparsed)
+    try:
+        return [
+            inventory_json.from_text(document, label)
+            if isinstance(document, bytes)
+            else inventory_json.from_json(document, label)
+            for label, document in documents
+        ]
+    except InventoryError as error:
+        return str(error)
+
+
+def test_a_bundle_reads_the_same_element_by_element_and_names_a_bad_one_the_same_way() -> None:
+    nodes = [json.loads(json.dumps(inventory_json.to_json(node), default=str)) for node in _bench_nodes()[:3]]
+    good = json.dumps(nodes).encode()
+    fast, slow = _read_all(good, unparsed=True), _read_all(good, unparsed=False)
+    assert isinstance(fast, list) and fast == slow and len(fast) == 3
+    bad = [*nodes[:2], {**nodes[2], "host": "../../etc"}]
+    message = _read_all(json.dumps(bad).encode(), unparsed=True)
+    assert isinstance(message, str) and message.startswith("<stdin>[2]: host: ")
+    assert message == _read_all(json.dumps(bad).encode(), unparsed=False)
+    for broken in (good[:-1], good + b"x", b"[" + json.dumps(nodes[0]).encode() + b",]"):
+        assert _read_all(broken, unparsed=True) == _read_all(broken, unparsed=False)
