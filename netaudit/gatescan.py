@@ -127,29 +127,24 @@ def _from_netlink(entry: netns.NamespaceEntry, verdict_ports: Collection[int]) -
 def _from_procfs(entry: netns.NamespaceEntry, proc: str, verdict_ports: Collection[int]) -> _NamespaceRead:
     """Not root, or the namespace would not be entered: its tcp tables through a process of it,
     as the probe reads them (no backlog, no v6only, IPv6 addresses only)."""
-    for pid in entry.pids:
+    found = procnet.listeners_through(entry.pids, proc)
+    if found is None:
+        return _NamespaceRead(entry, None, [], (), None, False)
+    pid, parsed = found
+    rows: list[Row] = sorted(
+        (
+            (family, address, port, inode, None, None, uid, None)
+            for family, address, port, uid, inode in parsed
+        ),
+        key=_PROBE_ORDER,
+    )
+    interfaces: tuple[InterfaceAddress, ...] = ()
+    if _wants_interfaces(rows, verdict_ports):
         try:
-            parsed = []
-            for name in ("tcp", "tcp6"):
-                with open(f"{proc}/{pid}/net/{name}", encoding="utf-8") as handle:
-                    parsed += procnet.parse(handle.read())
+            interfaces = tuple(procnet.ipv6_addresses(pid, proc))
         except OSError:
-            continue  # that process left; try the next one of the namespace
-        rows: list[Row] = sorted(
-            (
-                (family, address, port, inode, None, None, uid, None)
-                for family, address, port, uid, inode in parsed
-            ),
-            key=_PROBE_ORDER,
-        )
-        interfaces: tuple[InterfaceAddress, ...] = ()
-        if _wants_interfaces(rows, verdict_ports):
-            try:
-                interfaces = tuple(procnet.ipv6_addresses(pid, proc))
-            except OSError:
-                interfaces = ()
-        return _NamespaceRead(entry, ListenerSource.PROCFS, rows, interfaces, None, False)
-    return _NamespaceRead(entry, None, [], (), None, False)
+            interfaces = ()
+    return _NamespaceRead(entry, ListenerSource.PROCFS, rows, interfaces, None, False)
 
 
 def _read_namespace(

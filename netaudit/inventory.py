@@ -82,29 +82,21 @@ def _from_netlink(entry: netns.NamespaceEntry) -> _NamespaceRead:
 def _from_procfs(entry: netns.NamespaceEntry, reason: str, proc: str) -> _NamespaceRead:
     label = f"network namespace {entry.inode}"
     gaps = [f"{label}: not entered ({reason}); listeners read from procfs, backlog and v6only unknown"]
-    listeners: list[_Raw] = []
-    interfaces: list[InterfaceAddress] | None = None
-    for pid in entry.pids:
-        try:
-            rows = []
-            for name in ("tcp", "tcp6"):
-                with open(f"{proc}/{pid}/net/{name}", encoding="utf-8") as handle:
-                    rows += procnet.parse(handle.read())
-        except OSError:
-            continue  # that process left; try the next one of the namespace
-        listeners = [
-            (entry.inode, family, address, port, inode, ListenerSource.PROCFS, None, None, uid, None)
-            for family, address, port, uid, inode in rows
-        ]
-        try:
-            interfaces = procnet.ipv6_addresses(pid, proc)
-            gaps.append(f"{label}: IPv4 addresses unknown (they need netlink inside it)")
-        except OSError:
-            interfaces = None
-        break
-    else:
+    found = procnet.listeners_through(entry.pids, proc)
+    if found is None:
         gaps = [f"{label}: not readable ({reason}) and no process of it is visible"]
         return _NamespaceRead(entry, None, [], None, None, False, gaps)
+    pid, rows = found
+    listeners: list[_Raw] = [
+        (entry.inode, family, address, port, inode, ListenerSource.PROCFS, None, None, uid, None)
+        for family, address, port, uid, inode in rows
+    ]
+    interfaces: list[InterfaceAddress] | None
+    try:
+        interfaces = procnet.ipv6_addresses(pid, proc)
+        gaps.append(f"{label}: IPv4 addresses unknown (they need netlink inside it)")
+    except OSError:
+        interfaces = None
     if interfaces is None:
         gaps.append(f"{label}: interface addresses unknown")
     return _NamespaceRead(entry, ListenerSource.PROCFS, listeners, interfaces, None, False, gaps)

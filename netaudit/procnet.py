@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import socket
 import struct
+from collections.abc import Iterable
 
 from netaudit.models import Family, InterfaceAddress
 
 _LISTEN = "0A"  # TCP_LISTEN (10) as the kernel prints it
+TcpRow = tuple[Family, str, int, int, int]  # family, address, port, uid, inode
 
 
 def _decode_address(hex_address: str) -> tuple[Family, str]:
@@ -28,7 +30,7 @@ def _decode_address(hex_address: str) -> tuple[Family, str]:
     return Family.IPV6, socket.inet_ntop(socket.AF_INET6, memory)
 
 
-def parse(text: str) -> list[tuple[Family, str, int, int, int]]:
+def parse(text: str) -> list[TcpRow]:
     """Listening rows of one tcp/tcp6 file: (family, address, port, uid, inode)."""
     rows = []
     for line in text.splitlines()[1:]:
@@ -42,6 +44,22 @@ def parse(text: str) -> list[tuple[Family, str, int, int, int]]:
         except ValueError:
             continue  # a line we do not understand is skipped, never fatal
     return rows
+
+
+def listeners_through(pids: Iterable[int], proc: str) -> tuple[int, list[TcpRow]] | None:
+    """A namespace's listening rows (``parse``) read through the first of ``pids``, processes
+    of that namespace, whose /proc/<pid>/net/tcp{,6} can still be read: (that pid, rows), or
+    None when none can (every one left, or none is visible)."""
+    for pid in pids:
+        try:
+            rows = []
+            for name in ("tcp", "tcp6"):
+                with open(f"{proc}/{pid}/net/{name}", encoding="utf-8") as handle:
+                    rows += parse(handle.read())
+        except OSError:
+            continue  # that process left; try the next one of the namespace
+        return pid, rows
+    return None
 
 
 def read_sysctl(path: str) -> int | None:
