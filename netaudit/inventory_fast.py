@@ -30,9 +30,8 @@ import msgspec
 from msgspec import UNSET, Meta, Struct, UnsetType
 
 from netaudit import hostnames
-from netaudit.advisories import PACKAGE_NAME, VERSION_TEXT
 from netaudit.cgroupmap import MOUNT_POINT
-from netaudit.inventory_json import MAX_PACKAGES
+from netaudit.inventory_json import packages_of, packages_problem
 from netaudit.models import (
     BindScope,
     Classification,
@@ -469,12 +468,9 @@ def _mount_point(point: str | None) -> str | None:
 
 def _packages(found: dict[str, str]) -> tuple[tuple[str, str], ...]:
     """inventory_json._packages; anything it would refuse declines."""
-    if len(found) > MAX_PACKAGES:
+    if packages_problem(found) is not None:
         raise _Decline
-    for name, version in found.items():
-        if not PACKAGE_NAME.match(name) or not VERSION_TEXT.match(version):
-            raise _Decline
-    return tuple(sorted((intern(name), intern(version)) for name, version in found.items()))
+    return packages_of(found)
 
 
 def _pid_key(key: str) -> int:

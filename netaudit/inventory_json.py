@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from sys import intern
 from typing import Any
@@ -290,11 +290,24 @@ def _packages(table: Table) -> tuple[tuple[str, str], ...]:
     """``packages``: {name: version} of the distributions found beside the process; absent in
     inventories written before it existed."""
     found = table.get("packages", dict) or {}
+    problem = packages_problem(found)
+    if problem is not None:
+        table.fail("packages", problem)
+    return packages_of(found)
+
+
+def packages_problem(found: Mapping[str, object]) -> str | None:
+    """Why a ``packages`` table is refused, or None: the one check of both readers."""
     if len(found) > MAX_PACKAGES:
-        table.fail("packages", f"more than {MAX_PACKAGES} entries")
+        return f"more than {MAX_PACKAGES} entries"
     for name, version in found.items():
         if not PACKAGE_NAME.match(name) or not isinstance(version, str) or not VERSION_TEXT.match(version):
-            table.fail("packages", f"{name[:40]!r}: expected a package name and its version")
+            return f"{name[:40]!r}: expected a package name and its version"
+    return None
+
+
+def packages_of(found: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
+    """A checked ``packages`` table as ProcessInfo.packages: sorted, interned."""
     return tuple(sorted((intern(name), intern(version)) for name, version in found.items()))
 
 
