@@ -13,7 +13,7 @@ import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, lru_cache
 from typing import TYPE_CHECKING
 
 from netaudit import docparse, safeio
@@ -64,6 +64,7 @@ class Known:
         return tuple(a for a in self.advisories if service in a.services)
 
 
+@cache  # a few dozen ranges in all, checked against every finding's versions
 def _specifier(text: str) -> SpecifierSet:
     from packaging.specifiers import InvalidSpecifier, SpecifierSet
 
@@ -151,6 +152,7 @@ def shipped() -> Known:
     return parse(raw.decode("utf-8", "replace"), "probes/cves/cves.toml")
 
 
+@lru_cache(maxsize=1024)  # a cluster runs few versions, seen on many findings
 def _parsed_version(text: str) -> object | None:
     from packaging.version import InvalidVersion, Version
 
