@@ -52,7 +52,6 @@ import mmap
 import os
 import platform
 import re
-import resource
 import select
 import shutil
 import signal
@@ -66,6 +65,9 @@ import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+# The fixture's and the noise helpers the probe's bench already has (run from bench/, as both are)
+from probe_bench import _close_fds_except, _cpu_times, _raise_nofile, _tail, loadavg, wait_quiet
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIGS = ("idle", "8,4,services", "10000,200,loopback", "10000,200,exposed")
@@ -106,20 +108,6 @@ def libc() -> ctypes.CDLL:
     if _libc is None:
         _libc = ctypes.CDLL(None, use_errno=True)
     return _libc
-
-
-def _close_fds_except(keep: set[int]) -> None:
-    low = 3
-    for fd in sorted(fd for fd in keep if fd >= 3):
-        os.closerange(low, fd)
-        low = fd + 1
-    os.closerange(low, resource.getrlimit(resource.RLIMIT_NOFILE)[0])
-
-
-def _raise_nofile(needed: int) -> None:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if needed > soft:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (needed, max(hard, needed)))
 
 
 def _enter(netns_fd: int | None) -> None:
@@ -281,34 +269,6 @@ def busy_ports(ports: range) -> list[int]:
 # Machine noise ------------------------------------------------------------------------------
 
 
-def _cpu_times() -> tuple[int, int]:
-    with open("/proc/stat", encoding="ascii") as handle:
-        fields = [int(value) for value in handle.readline().split()[1:9]]
-    return fields[3] + fields[4], sum(fields)  # idle + iowait; steal counts as busy
-
-
-def cpu_busy(sample: float) -> float:
-    idle0, total0 = _cpu_times()
-    time.sleep(sample)
-    idle1, total1 = _cpu_times()
-    return 1.0 - (idle1 - idle0) / max(1, total1 - total0)
-
-
-def wait_quiet(threshold: float, sample: float, max_wait: float) -> tuple[float, bool]:
-    start = time.monotonic()
-    while True:
-        busy = cpu_busy(sample)
-        if busy < threshold:
-            return busy, True
-        if time.monotonic() - start >= max_wait:
-            return busy, False
-
-
-def loadavg() -> str:
-    with open("/proc/loadavg", encoding="ascii") as handle:
-        return " ".join(handle.read().split()[:3])
-
-
 def context() -> dict[str, int]:
     """What every gate walks: processes, other network namespaces, listeners of this one."""
     pids = [name for name in os.listdir("/proc") if name.isdigit()]
@@ -386,11 +346,6 @@ class Spawner:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
-
-
-def _tail(path: str, limit: int = 600) -> str:
-    with open(path, encoding="utf-8", errors="replace") as handle:
-        return handle.read()[-limit:].strip()
 
 
 # The reference: the probe's inventory judged by the same rule, in its own process ----------
@@ -507,7 +462,7 @@ def run_config(config: Config, args: argparse.Namespace, spawner: Spawner, scrat
         before = loadavg()
         busy, quiet = (0.0, True)
         if not args.no_quiet:
-            busy, quiet = wait_quiet(args.quiet_threshold, 1.0, args.quiet_timeout)
+            busy, _waited, quiet = wait_quiet(args.quiet_threshold, 1.0, args.quiet_timeout)
         result = Result(config.label, config.n, config.scope, context(), before, round(busy, 3), quiet)
         for _ in range(args.warmup):  # also fills the bytecode cache and the signature cache
             spawner.run(bare_argv, args.env, args.cwd, os.devnull, err)
@@ -515,7 +470,7 @@ def run_config(config: Config, args: argparse.Namespace, spawner: Spawner, scrat
                 spawner.run(gate_argv, args.env, args.compare_cwd, os.devnull, err)
             warm = spawner.run(gate_argv, args.env, args.cwd, out, err)
         if warm.status not in GATE_OK:
-            raise BenchError(f"the gate exited {warm.status}: {_tail(err)}")
+            raise BenchError(f"the gate exited {warm.status}: {_tail(err, 600)}")
         answer = json.loads(Path(out).read_text(encoding="utf-8"))
         result.answer, result.details = answer["status"], answer["details"]
         result.reference = reference(args.python, args.env, args.cwd)
@@ -534,7 +489,7 @@ def run_config(config: Config, args: argparse.Namespace, spawner: Spawner, scrat
                 runs.append(spawner.run(gate_argv, args.env, args.compare_cwd, os.devnull, err))
             foreign = foreign_share(cpu_before, _cpu_times(), runs)
             if any(run.status not in GATE_OK for run in runs[1:]):
-                raise BenchError(f"a gate exited {[run.status for run in runs[1:]]}: {_tail(err)}")
+                raise BenchError(f"a gate exited {[run.status for run in runs[1:]]}: {_tail(err, 600)}")
             if foreign > args.noise_threshold and len(result.discarded) < args.max_redo:
                 result.discarded.append((runs, round(foreign, 3)))
                 continue
