@@ -14,28 +14,16 @@ import pytest
 from netaudit import options, sigcache, signatures
 from netaudit.config import Config
 from netaudit.signatures import SignatureError
+from tests.unit.test_signatures import VALID
 
-MINE = """\
-schema = 1
-id = "mine"
-service = "mine"
-title = "My service"
-risk = "high"
-rule_id = "NA007"
-connect_safe = false
-do_not_touch = false
-handshake = "none"
-fix = "bind it to loopback"
-
-[[rules]]
-variant = "x"
-confidence = "low"
-priority = 5
-[rules.when]
-comm = ["myserver"]
+# test_signatures' valid signature, with more kinds of condition for the cache to carry
+MINE = (
+    VALID
+    + """\
 cmdline = '--serve(\\s|$)'
 env = { MY_PORT = "1" }
 """
+)
 
 
 @pytest.fixture
