@@ -31,7 +31,7 @@ from netaudit.models import Inventory, JobIdentity, Listener
 from tests.cli import inventories as cli_inventories
 from tests.cli import test_hostile_inputs as hostile
 from tests.unit.test_golden_reports import small_inventory
-from tests.unit.test_inventory_json import sample
+from tests.unit.test_inventory_json import sample, set_at
 from tests.unit.test_inventory_schema2 import as_schema_1, shared_sample
 
 REPO = Path(__file__).resolve().parents[2]
@@ -201,10 +201,7 @@ def _edit(path: tuple[Any, ...], value: Any, schema: int = 2) -> str:
     document = json.loads(_base())
     if schema == 1:
         document = as_schema_1(document)
-    target = document
-    for key in path[:-1]:
-        target = target[key]
-    target[path[-1]] = value
+    set_at(document, path, value)
     return json.dumps(document)
 
 

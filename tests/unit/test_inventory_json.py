@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -75,15 +76,20 @@ def test_round_trip_is_lossless() -> None:
     assert inventory_json.from_json(data, "node01.json") == sample()
 
 
-def _mutated(path: list[Any], value: Any) -> dict[str, Any]:
-    data = copy.deepcopy(inventory_json.to_json(sample()))
-    target = data
+def set_at(document: Any, path: Sequence[Any], value: Any) -> None:
+    """Put ``value`` at ``path`` of a parsed JSON ``document``; the value KeyError deletes it."""
+    target = document
     for key in path[:-1]:
         target = target[key]
     if value is KeyError:
         del target[path[-1]]
     else:
         target[path[-1]] = value
+
+
+def _mutated(path: list[Any], value: Any) -> dict[str, Any]:
+    data = copy.deepcopy(inventory_json.to_json(sample()))
+    set_at(data, path, value)
     return data
 
 

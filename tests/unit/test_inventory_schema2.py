@@ -18,7 +18,7 @@ import pytest
 from netaudit import inventory_json
 from netaudit.inventory_json import InventoryError
 from netaudit.models import Family, Inventory, Listener, ListenerSource
-from tests.unit.test_inventory_json import sample
+from tests.unit.test_inventory_json import sample, set_at
 
 DOCS = Path(__file__).parents[2] / "docs"
 SCHEMA_2 = json.loads((DOCS / "inventory.schema.json").read_text())
@@ -230,13 +230,7 @@ def _schema_2(edit: Callable[[dict[str, Any]], object]) -> dict[str, Any]:
 
 def _set(path: tuple[Any, ...], value: Any) -> Callable[[dict[str, Any]], object]:
     def edit(document: dict[str, Any]) -> None:
-        target = document
-        for key in path[:-1]:
-            target = target[key]
-        if value is KeyError:
-            del target[path[-1]]
-        else:
-            target[path[-1]] = value
+        set_at(document, path, value)
 
     return edit
 
